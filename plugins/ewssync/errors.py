@@ -1,0 +1,36 @@
+"""The project's exception types: one per kind of failure, each with an actionable message."""
+
+
+class EwsSyncError(Exception):
+    """Base class of every error ewssync raises on purpose."""
+
+
+class SettingsError(EwsSyncError):
+    """A connection's settings are invalid; the message names the connection and the field."""
+
+    def __init__(self, conn_id: str, field: str, problem: str):
+        self.conn_id = conn_id
+        self.field = field
+        self.problem = problem
+        super().__init__(f"connection {conn_id!r}: field {field!r}: {problem}")
+
+
+class ConnectionTestError(EwsSyncError):
+    """The connection test failed; carries the two-part report."""
+
+    def __init__(self, conn_id: str, report):
+        self.conn_id = conn_id
+        self.report = report
+        super().__init__(f"connection {conn_id!r}: connection test failed\n{report}")
+
+
+class ExchangeError(EwsSyncError):
+    """Exchange answered with an error we cannot work around in this run."""
+
+
+class StoreError(EwsSyncError):
+    """PostgreSQL side failure (schema, merge, missing user)."""
+
+
+class SafetyStop(EwsSyncError):
+    """A run stopped on purpose because it would do something unusual (e.g. mass deletion)."""
