@@ -1,0 +1,50 @@
+# ewssync: every target bootstraps its own virtualenv (.venv) from requirements.txt.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+export EWSSYNC_SQL_DIR := $(CURDIR)/include/sql
+
+.PHONY: help venv test test-fast lint format demo bench clean
+
+help:
+	@echo "make demo   - set up, start the Exchange simulator, run a real sync into local Postgres"
+	@echo "make test   - set up and run the whole test suite"
+	@echo "make bench  - measured speed and scale against a naive baseline (writes BENCHMARKS.md)"
+	@echo "make lint   - ruff check + format check"
+
+venv: $(STAMP)
+
+# Re-install only when the pins or the package metadata change.
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+demo: $(STAMP)
+	$(BIN)/python -m ewssync.demo
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .demo .bench .pytest_cache .ruff_cache

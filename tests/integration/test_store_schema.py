@@ -1,0 +1,121 @@
+"""The calendar and ewssync schemas against a real PostgreSQL: migrations, constraints, triggers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import psycopg2
+import pytest
+
+from ewssync import store
+
+
+def _add_user(cur, login="alice") -> int:
+    cur.execute(
+        "INSERT INTO calendar.users (login, email) VALUES (%s, %s) RETURNING id",
+        (login, f"{login}@example.com"),
+    )
+    return cur.fetchone()[0]
+
+
+def _add_appointment(cur, user_id: int, title="Visit") -> int:
+    start = datetime(2026, 11, 23, 9, tzinfo=UTC)
+    cur.execute(
+        "INSERT INTO calendar.appointments (owner_user_id, title, starts_at, ends_at) "
+        "VALUES (%s, %s, %s, %s) RETURNING id",
+        (user_id, title, start, start + timedelta(hours=1)),
+    )
+    return cur.fetchone()[0]
+
+
+def _schema_snapshot(dsn: str) -> list[tuple]:
+    with store.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema IN ('calendar', 'ewssync') ORDER BY 1, 2, 3"
+        )
+        columns = cur.fetchall()
+        cur.execute("SELECT count(*) FROM ewssync._yoyo_migration")
+        return [*columns, ("applied", cur.fetchone()[0])]
+
+
+def test_migrations_apply_once_and_a_second_run_is_a_no_op(empty_db):
+    applied = store.migrate(empty_db)
+    assert applied == ["0001_calendar", "0002_ewssync"]
+    before = _schema_snapshot(empty_db)
+    assert ("calendar", "appointments", "version", "bigint") in before
+    assert store.migrate(empty_db) == []
+    assert _schema_snapshot(empty_db) == before
+
+
+def test_a_duplicate_link_is_rejected(db):
+    with db.cursor() as cur:
+        user = _add_user(cur)
+        first, second = _add_appointment(cur, user), _add_appointment(cur, user)
+        insert = (
+            "INSERT INTO ewssync.links (conn_id, appointment_id, ews_item_id, uid, recurrence_id) "
+            "VALUES (%s, %s, %s, %s, %s)"
+        )
+        cur.execute(insert, ("c1", first, "AAA", "uid-1", None))
+        cur.execute("SAVEPOINT s")
+        with pytest.raises(psycopg2.errors.UniqueViolation, match="links_one_per_item"):
+            cur.execute(insert, ("c1", second, "AAA", "uid-2", None))
+        cur.execute("ROLLBACK TO SAVEPOINT s")
+        # Same UID and no recurrence id: NULLs count as equal, so this is a duplicate too.
+        with pytest.raises(psycopg2.errors.UniqueViolation, match="links_one_per_uid"):
+            cur.execute(insert, ("c1", second, "BBB", "uid-1", None))
+        cur.execute("ROLLBACK TO SAVEPOINT s")
+        # Another connection may link the same EWS item id.
+        cur.execute(insert, ("c2", second, "AAA", "uid-1", None))
+
+
+def test_updating_an_appointment_bumps_its_change_version(db):
+    with db.cursor() as cur:
+        appointment = _add_appointment(cur, _add_user(cur))
+        cur.execute(
+            "SELECT version, updated_at FROM calendar.appointments WHERE id = %s", (appointment,)
+        )
+        version, _ = cur.fetchone()
+        db.commit()
+        cur.execute(
+            "UPDATE calendar.appointments SET title = 'Moved' WHERE id = %s", (appointment,)
+        )
+        db.commit()
+        cur.execute(
+            "SELECT version, updated_at > created_at FROM calendar.appointments WHERE id = %s",
+            (appointment,),
+        )
+        new_version, touched = cur.fetchone()
+    assert new_version > version
+    assert touched
+
+
+def test_deleting_an_appointment_leaves_a_tombstone_with_a_new_version(db):
+    with db.cursor() as cur:
+        user = _add_user(cur)
+        appointment = _add_appointment(cur, user)
+        cur.execute("SELECT version FROM calendar.appointments WHERE id = %s", (appointment,))
+        version = cur.fetchone()[0]
+        cur.execute("DELETE FROM calendar.appointments WHERE id = %s", (appointment,))
+        cur.execute(
+            "SELECT deleted_at IS NOT NULL, version FROM calendar.appointments WHERE id = %s",
+            (appointment,),
+        )
+        tombstone, new_version = cur.fetchone()
+        cur.execute("SELECT count(*) FROM calendar.live_appointments")
+        live = cur.fetchone()[0]
+        # A purge is explicit and really removes the row.
+        cur.execute("SET LOCAL calendar.allow_purge = 'on'")
+        cur.execute("DELETE FROM calendar.appointments WHERE id = %s", (appointment,))
+        cur.execute("SELECT count(*) FROM calendar.appointments")
+        remaining = cur.fetchone()[0]
+    assert tombstone and new_version > version
+    assert live == 0
+    assert remaining == 0
+
+
+def test_every_named_query_is_present_and_parameterised():
+    names = store.queries()
+    for needed in ("merge_insert", "merge_update", "merge_delete", "save_sync_state", "find_user"):
+        assert needed in names
+    assert not any("{" in body for body in names.values())  # no str.format placeholders
