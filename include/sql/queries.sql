@@ -24,6 +24,13 @@ UPDATE ewssync.sync_runs
  WHERE conn_id = %(conn_id)s AND run_key = %(run_key)s
 RETURNING conn_id, run_key, status, mode, counts, errors, durations, started_at, finished_at;
 
+-- name: record_failure
+INSERT INTO ewssync.sync_runs (conn_id, run_key, status, errors, finished_at)
+VALUES (%(conn_id)s, %(run_key)s, %(status)s, jsonb_build_array(%(error)s::text), now())
+ON CONFLICT (conn_id, run_key) DO UPDATE
+   SET status = EXCLUDED.status, finished_at = now(),
+       errors = ewssync.sync_runs.errors || EXCLUDED.errors;
+
 -- name: get_sync_state
 SELECT conn_id, ews_sync_state, window_start, window_end, last_pushed_version, last_full_sync_at
   FROM ewssync.sync_state WHERE conn_id = %(conn_id)s;

@@ -190,6 +190,14 @@ def finish_run(
     return rows[0] if rows else None
 
 
+def record_failure(conn, conn_id: str, run_key: str, status: str, error: str) -> None:
+    execute(
+        conn,
+        "record_failure",
+        {"conn_id": conn_id, "run_key": run_key, "status": status, "error": error},
+    )
+
+
 def get_sync_state(conn, conn_id: str) -> dict[str, Any] | None:
     rows = execute(conn, "get_sync_state", {"conn_id": conn_id})
     return rows[0] if rows else None
