@@ -41,7 +41,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 demo: $(STAMP)
-	$(BIN)/python -m ewssync.demo
+	$(BIN)/python -m tools.demo
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
