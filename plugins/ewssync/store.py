@@ -274,6 +274,9 @@ def get_staging_run(conn, conn_id: str, run_key: str) -> dict[str, Any]:
     return rows[0]
 
 
+ANALYZE_AFTER_ROWS = 1000
+
+
 def _copy(conn, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
     """COPY rows into a table through one CSV stream; NULL is the unquoted empty field."""
     import csv
@@ -290,6 +293,9 @@ def _copy(conn, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]
             f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')",
             buffer,
         )
+        if count >= ANALYZE_AFTER_ROWS:
+            # Fresh statistics: without them the merge plans nested loops over 100k-row CTEs.
+            cur.execute(f"ANALYZE {table}")
     return count
 
 
