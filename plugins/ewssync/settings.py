@@ -1,0 +1,290 @@
+"""SyncSettings: the one place that parses, defaults and validates an `ews` connection's settings."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from ewssync.errors import SettingsError
+
+DEFAULT_SCHEDULE = "*/30 * * * *"
+SCHEDULE_PRESETS = {"@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@yearly"}
+MAX_WEEKS = 104  # Exchange refuses calendar views over two years
+MAX_REMINDER_MINUTES = 40320  # four weeks, Outlook's largest reminder
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0", ""}
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?$")
+_CRON_FIELD = re.compile(r"^[\d*/,\-A-Za-z?LW#]+$")
+
+# extra key -> (default, kind); kinds are parsed by _parse_value.
+EXTRA_FIELDS: dict[str, tuple[Any, str]] = {
+    "use_2007_protocol": (False, "bool"),
+    "app_user": (None, "str"),
+    "mailbox": (None, "email"),
+    "activated": (True, "bool"),
+    "sync_private": (False, "bool"),
+    "alarm_on_new": (False, "bool"),
+    "alarm_minutes": (15, "int"),
+    "exchange_timezone": ("UTC", "zone"),
+    "keep_html": (False, "bool"),
+    "weeks_back": (4, "int"),
+    "weeks_ahead": (26, "int"),
+    "schedule": (DEFAULT_SCHEDULE, "schedule"),
+    "allow_mailbox_mismatch": (False, "bool"),
+    "verify_tls": (True, "bool"),
+    "timeout_seconds": (30, "int"),
+    "test_write": (True, "bool"),
+}
+
+_INT_RANGES = {
+    "alarm_minutes": (0, MAX_REMINDER_MINUTES),
+    "weeks_back": (0, MAX_WEEKS),
+    "weeks_ahead": (1, MAX_WEEKS),
+    "timeout_seconds": (1, 600),
+}
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """A connection's settings, parsed and validated. Build it with ``from_connection``."""
+
+    conn_id: str
+    title: str
+    server: str
+    service_endpoint: str
+    username: str
+    password: str = field(repr=False)
+    use_2007_protocol: bool
+    app_user: str
+    mailbox: str
+    activated: bool
+    sync_private: bool
+    alarm_on_new: bool
+    alarm_minutes: int
+    exchange_timezone: str
+    keep_html: bool
+    weeks_back: int
+    weeks_ahead: int
+    schedule: str | None
+    allow_mailbox_mismatch: bool
+    verify_tls: bool
+    timeout_seconds: int
+    test_write: bool
+
+    def __str__(self) -> str:
+        return f"SyncSettings({self.conn_id}: {self.username} @ {self.service_endpoint})"
+
+    # --- parsing ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_connection(cls, conn: Any) -> SyncSettings:
+        """Parse an Airflow connection (airflow.sdk.Connection or the models one) of type `ews`.
+
+        :raises SettingsError: naming the connection and the field, for the first invalid value.
+        """
+        conn_id = getattr(conn, "conn_id", None) or "?"
+        conn_type = getattr(conn, "conn_type", None)
+        if conn_type not in (None, "ews"):
+            raise SettingsError(conn_id, "conn_type", f"is {conn_type!r}; expected 'ews'")
+        extra = _extra_of(conn_id, conn)
+        unknown = sorted(set(extra) - set(EXTRA_FIELDS))
+        if unknown:
+            key = unknown[0]
+            close = difflib.get_close_matches(key, EXTRA_FIELDS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            allowed = ", ".join(sorted(EXTRA_FIELDS))
+            raise SettingsError(conn_id, key, f"unknown setting{hint}; known settings: {allowed}")
+        values = {
+            key: _parse_value(conn_id, key, extra.get(key, default), kind)
+            for key, (default, kind) in EXTRA_FIELDS.items()
+        }
+        for key, (low, high) in _INT_RANGES.items():
+            if not low <= values[key] <= high:
+                raise SettingsError(conn_id, key, f"is {values[key]}; allowed is {low} to {high}")
+        if values["weeks_back"] + values["weeks_ahead"] > MAX_WEEKS:
+            raise SettingsError(
+                conn_id,
+                "weeks_ahead",
+                f"weeks_back + weeks_ahead is {values['weeks_back'] + values['weeks_ahead']}; "
+                f"Exchange cannot read more than {MAX_WEEKS} weeks at once",
+            )
+
+        server = (getattr(conn, "host", None) or "").strip()
+        if not server:
+            raise SettingsError(
+                conn_id, "server", "is empty; give a host name such as outlook.office365.com "
+                "or a full EWS URL (https://host/EWS/Exchange.asmx)",
+            )  # fmt: skip
+        endpoint = service_endpoint_for(conn_id, server, getattr(conn, "port", None))
+        username = (getattr(conn, "login", None) or "").strip()
+        if not username:
+            raise SettingsError(conn_id, "login", "the user name is empty")
+        password = getattr(conn, "password", None) or ""
+        if not password:
+            raise SettingsError(conn_id, "password", "the password is empty")
+        if not values["app_user"]:
+            raise SettingsError(
+                conn_id, "app_user", "is missing: name the calendar.users login the appointments "
+                "belong to",
+            )  # fmt: skip
+        mailbox = values["mailbox"] or (username if _EMAIL.match(username) else None)
+        if not mailbox:
+            raise SettingsError(
+                conn_id, "mailbox", f"the user name {username!r} is not an e-mail address, so "
+                "give the mailbox's primary SMTP address in 'mailbox'",
+            )  # fmt: skip
+        return cls(
+            conn_id=conn_id,
+            title=(getattr(conn, "description", None) or "").strip(),
+            server=server,
+            service_endpoint=endpoint,
+            username=username,
+            password=password,
+            mailbox=mailbox.lower(),
+            **{k: v for k, v in values.items() if k != "mailbox"},
+        )
+
+    # --- use ----------------------------------------------------------------------------------
+
+    def window(self, now: datetime) -> tuple[datetime, datetime]:
+        """The sync window around ``now``, aligned to midnight UTC so it moves once a day."""
+        if now.tzinfo is None:
+            raise ValueError("window() needs an aware datetime")
+        today = datetime.combine(now.astimezone(UTC).date(), time(0), tzinfo=UTC)
+        return today - timedelta(weeks=self.weeks_back), today + timedelta(weeks=self.weeks_ahead)
+
+    def public_dict(self) -> dict[str, Any]:
+        """Every setting but the password, for display (DAG docs, logs, reports)."""
+        shown = asdict(self)
+        shown.pop("password")
+        return shown
+
+    def validate_app_user(self, user: dict[str, Any] | None) -> None:
+        """Check the app user row (from store.find_user) exists and owns this mailbox.
+
+        Importing one person's calendar into another's is refused unless
+        ``allow_mailbox_mismatch`` is set.
+        """
+        if user is None:
+            raise SettingsError(
+                self.conn_id, "app_user", f"no calendar.users row has login {self.app_user!r}"
+            )
+        email = (user.get("email") or "").strip().lower()
+        if not self.allow_mailbox_mismatch and email != self.mailbox:
+            raise SettingsError(
+                self.conn_id,
+                "mailbox",
+                f"the mailbox {self.mailbox!r} does not match the e-mail {email or '(none)'!r} of "
+                f"app user {self.app_user!r}; refusing to sync one person's calendar into "
+                "another's. Fix app_user or mailbox, or set allow_mailbox_mismatch=true if this "
+                "is intended (e.g. a shared calendar)",
+            )
+
+
+def _extra_of(conn_id: str, conn: Any) -> dict[str, Any]:
+    extra = getattr(conn, "extra_dejson", None)
+    if extra is None or not isinstance(extra, dict):
+        raw = getattr(conn, "extra", None)
+        if not raw:
+            return {}
+        if isinstance(raw, dict):
+            return raw
+        try:
+            extra = json.loads(raw)
+        except ValueError as exc:
+            raise SettingsError(conn_id, "extra", f"is not valid JSON: {exc}") from None
+    if not isinstance(extra, dict):
+        raise SettingsError(conn_id, "extra", "must be a JSON object")
+    return extra
+
+
+def _parse_value(conn_id: str, key: str, value: Any, kind: str) -> Any:
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise SettingsError(conn_id, key, f"is {value!r}; expected true or false")
+    if kind == "int":
+        if isinstance(value, bool):
+            raise SettingsError(conn_id, key, f"is {value!r}; expected a whole number")
+        try:
+            number = float(str(value).strip())
+        except ValueError:
+            raise SettingsError(conn_id, key, f"is {value!r}; expected a whole number") from None
+        if not number.is_integer():
+            raise SettingsError(conn_id, key, f"is {value!r}; expected a whole number")
+        return int(number)
+    if kind == "str":
+        return None if value is None else str(value).strip() or None
+    if kind == "email":
+        if value in (None, ""):
+            return None
+        text = str(value).strip()
+        if not _EMAIL.match(text):
+            raise SettingsError(conn_id, key, f"is {value!r}; expected an e-mail address")
+        return text
+    if kind == "zone":
+        from ewssync.timezones import is_valid_zone, windows_to_iana
+
+        name = str(value).strip()
+        zone = name if is_valid_zone(name) else windows_to_iana(name)
+        if zone is None:
+            raise SettingsError(
+                conn_id, key, f"is {value!r}; expected an IANA zone (Europe/Berlin) or a Windows "
+                "zone name (W. Europe Standard Time)",
+            )  # fmt: skip
+        return zone
+    if kind == "schedule":
+        return _parse_schedule(conn_id, key, value)
+    raise AssertionError(kind)
+
+
+def _parse_schedule(conn_id: str, key: str, value: Any) -> str | None:
+    text = str(value).strip() if value is not None else "none"
+    if text.lower() in ("none", "manual", ""):
+        return None
+    if text in SCHEDULE_PRESETS:
+        return text
+    fields = text.split()
+    if len(fields) in (5, 6) and all(_CRON_FIELD.match(f) for f in fields):
+        try:
+            from croniter import croniter
+
+            valid = croniter.is_valid(text)
+        except ImportError:  # pragma: no cover - croniter ships with Airflow
+            valid = True
+        if valid:
+            return text
+    raise SettingsError(
+        conn_id, key, f"is {value!r}; expected a cron expression ('*/30 * * * *'), an Airflow "
+        "preset (@hourly, @daily…) or 'none' for manual runs only",
+    )  # fmt: skip
+
+
+def service_endpoint_for(conn_id: str, server: str, port: Any = None) -> str:
+    """The EWS URL for a server given as a host name or a full URL."""
+    if "://" in server:
+        parts = urlsplit(server)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SettingsError(
+                conn_id, "server", f"{server!r} is not an http(s) URL of an EWS endpoint"
+            )
+        path = parts.path if parts.path not in ("", "/") else "/EWS/Exchange.asmx"
+        return f"{parts.scheme}://{parts.netloc}{path}"
+    if not _HOST.match(server):
+        raise SettingsError(
+            conn_id, "server", f"{server!r} is not a host name (like outlook.office365.com)"
+        )
+    netloc = f"{server}:{port}" if port and ":" not in server else server
+    return f"https://{netloc}/EWS/Exchange.asmx"
