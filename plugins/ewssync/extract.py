@@ -1,0 +1,201 @@
+"""Exchange -> raw records in staging: the window, read fully (first run) or incrementally."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from ewssync import store
+
+log = logging.getLogger(__name__)
+
+# A connection's folder can hold many changes; SyncFolderItems hands out 512 at most per call.
+MAX_SYNC_PAGES = 1000
+
+
+class CalendarSource(Protocol):
+    """What extract needs of the Exchange side (ewssync.exchange.EwsCalendar provides it)."""
+
+    def sync_changes(
+        self, state: str | None, max_changes: int = 512
+    ) -> tuple[str, list[dict[str, Any]], bool]: ...
+
+    def read_index(self, start: datetime, end: datetime) -> list[dict[str, Any]]: ...
+
+    def fetch(self, item_ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]: ...
+
+
+@dataclass
+class Plan:
+    """What one run reads from Exchange, decided before any body is fetched."""
+
+    mode: str  # full | incremental | no_change
+    sync_state: str | None
+    to_fetch: list[str] = field(default_factory=list)  # new or changed items, bodies wanted
+    to_confirm: list[str] = field(default_factory=list)  # linked items not seen where expected
+    gone: set[str] = field(default_factory=set)  # linked items Exchange reported deleted
+    index_size: int = 0
+    changes: int = 0
+
+
+def drain_changes(
+    calendar: CalendarSource, state: str | None
+) -> tuple[str | None, dict[str, dict[str, Any]]]:
+    """Follow SyncFolderItems from ``state`` to the folder's current state.
+
+    :return: the new state and the last change reported per item id.
+    """
+    changes: dict[str, dict[str, Any]] = {}
+    for _ in range(MAX_SYNC_PAGES):
+        state, page, complete = calendar.sync_changes(state)
+        for change in page:
+            changes[change["item_id"]] = change
+        if complete:
+            return state, changes
+    raise RuntimeError(f"SyncFolderItems did not complete after {MAX_SYNC_PAGES} pages")
+
+
+def overlaps(record: dict[str, Any], start: datetime, end: datetime) -> bool:
+    return record["start"] < end and record["end"] > start
+
+
+def plan_run(
+    calendar: CalendarSource,
+    conn,
+    conn_id: str,
+    window: tuple[datetime, datetime],
+    *,
+    full_resync: bool = False,
+) -> Plan:
+    """Decide what to read. The sync state is taken before the window is read, so a change made
+    while we read shows up again next run instead of being lost."""
+    window_start, window_end = window
+    saved = store.get_sync_state(conn, conn_id)
+    if full_resync or not saved or not saved["ews_sync_state"]:
+        new_state, _ = drain_changes(calendar, None)
+        index = calendar.read_index(window_start, window_end)
+        expected = store.links_in_window(conn, conn_id, window_start, window_end)
+        seen = {entry["item_id"] for entry in index}
+        return Plan(
+            mode="full",
+            sync_state=new_state,
+            to_fetch=sorted(seen),
+            to_confirm=sorted(set(expected) - seen),
+            index_size=len(index),
+        )
+
+    new_state, changes = drain_changes(calendar, saved["ews_sync_state"])
+    window_moved = (saved["window_start"], saved["window_end"]) != (window_start, window_end)
+    if not changes and not window_moved:
+        return Plan(mode="no_change", sync_state=new_state)
+
+    deleted = [item_id for item_id, c in changes.items() if c["kind"] == "delete"]
+    touched = {item_id: c for item_id, c in changes.items() if c["kind"] in ("create", "update")}
+    gone = set(store.links_by_item(conn, conn_id, deleted))
+    # A deleted series takes its occurrences with it.
+    gone.update(store.links_of_masters(conn, conn_id, deleted))
+
+    series_touched = any(c.get("item_type") not in (None, "Single") for c in touched.values())
+    if not window_moved and not series_touched:
+        # Only single items changed: read exactly those, no view needed.
+        return Plan(
+            mode="incremental",
+            sync_state=new_state,
+            to_fetch=sorted(touched),
+            gone=gone,
+            changes=len(changes),
+        )
+
+    # A series changed (its occurrences are only visible through a view) or the window moved:
+    # list the window cheaply, then fetch bodies only of what is new or has a new change key.
+    index = calendar.read_index(window_start, window_end)
+    linked = store.links_in_window(conn, conn_id, window_start, window_end)
+    seen = {entry["item_id"]: entry for entry in index}
+    to_fetch = {
+        item_id
+        for item_id, entry in seen.items()
+        if item_id not in linked or linked[item_id]["change_key"] != entry["change_key"]
+    }
+    # Changed singles that are no longer in the window were moved out of it: read them too.
+    to_fetch.update(
+        item_id
+        for item_id, change in touched.items()
+        if item_id not in seen and change.get("item_type") in (None, "Single")
+    )
+    to_confirm = set(linked) - set(seen) - gone - to_fetch
+    return Plan(
+        mode="incremental",
+        sync_state=new_state,
+        to_fetch=sorted(to_fetch - gone),
+        to_confirm=sorted(to_confirm),
+        gone=gone,
+        index_size=len(index),
+        changes=len(changes),
+    )
+
+
+def execute_plan(
+    calendar: CalendarSource,
+    conn,
+    conn_id: str,
+    run_key: str,
+    window: tuple[datetime, datetime],
+    plan: Plan,
+) -> dict[str, int]:
+    """Fetch what the plan names and stage it for the run; return counts."""
+    window_start, window_end = window
+    records: list[dict[str, Any]] = []
+    gone = set(plan.gone)
+    if plan.to_fetch:
+        fetched, missing = calendar.fetch(plan.to_fetch)
+        linked = store.links_by_item(conn, conn_id, [r["item_id"] for r in fetched])
+        # New items outside the window are not ours (yet); linked ones moved and are updated.
+        records.extend(
+            r for r in fetched if overlaps(r, window_start, window_end) or r["item_id"] in linked
+        )
+        gone.update(store.links_by_item(conn, conn_id, missing))
+    moved_out = 0
+    if plan.to_confirm:
+        # Linked items the view did not show: moved out of the window (update) or deleted.
+        found, missing = calendar.fetch(plan.to_confirm)
+        records.extend(found)
+        moved_out = len(found)
+        gone.update(missing)
+    records = [r for r in records if r.get("item_type") != "RecurringMaster"]
+    store.stage_ews_items(conn, conn_id, run_key, records)
+    store.stage_seen(conn, conn_id, run_key, sorted(gone), "gone")
+    store.put_staging_run(
+        conn,
+        conn_id,
+        run_key,
+        mode=plan.mode,
+        ews_sync_state=plan.sync_state,
+        window_start=window_start,
+        window_end=window_end,
+    )
+    return {
+        "exchange_listed": plan.index_size,
+        "exchange_changes": plan.changes,
+        "exchange_fetched": len(records),
+        "exchange_moved_out_of_window": moved_out,
+        "exchange_gone": len(gone),
+    }
+
+
+def extract(
+    calendar: CalendarSource,
+    conn,
+    conn_id: str,
+    run_key: str,
+    window: tuple[datetime, datetime],
+    *,
+    full_resync: bool = False,
+) -> tuple[str, dict[str, int]]:
+    """Stage the run's Exchange side. Idempotent: a re-run replaces what the run staged before."""
+    store.clear_staging(conn, conn_id)
+    plan = plan_run(calendar, conn, conn_id, window, full_resync=full_resync)
+    counts = execute_plan(calendar, conn, conn_id, run_key, window, plan)
+    log.info("connection %s: %s extract, %s", conn_id, plan.mode, counts)
+    return plan.mode, counts

@@ -1,0 +1,205 @@
+"""The steps of one sync run (check, extract, transform, load, report), free of Airflow wiring."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from ewssync import extract as extract_step
+from ewssync import store, transform
+from ewssync.errors import ConnectionTestError, SafetyStop, SettingsError
+from ewssync.settings import SyncSettings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DB_CONN_ID = "ewssync_db"
+
+
+def db_conn_id() -> str:
+    """The Airflow connection of the calendar database ($EWSSYNC_DB_CONN_ID, default ewssync_db)."""
+    return os.environ.get("EWSSYNC_DB_CONN_ID", DEFAULT_DB_CONN_ID)
+
+
+def calendar_dsn() -> str:
+    """A postgresql:// DSN for the calendar database, from its Airflow connection."""
+    from urllib.parse import quote
+
+    from airflow.sdk import Connection
+
+    conn = Connection.get(db_conn_id())
+    user = quote(conn.login or "", safe="")
+    password = f":{quote(conn.password, safe='')}" if conn.password else ""
+    auth = f"{user}{password}@" if user else ""
+    port = f":{conn.port}" if conn.port else ""
+    database = conn.schema or "postgres"
+    return f"postgresql://{auth}{conn.host or '127.0.0.1'}{port}/{database}"
+
+
+def load_settings(conn_id: str) -> SyncSettings:
+    from airflow.sdk import Connection
+
+    return SyncSettings.from_connection(Connection.get(conn_id))
+
+
+def open_calendar(settings: SyncSettings):
+    from ewssync.exchange import open_calendar as open_ews
+
+    return open_ews(settings)
+
+
+def window_anchor(context: dict[str, Any]) -> datetime:
+    """The instant a run's window is computed from: when the run was due, not when it started,
+    so a retried or late run reads the same window."""
+    dag_run = context.get("dag_run")
+    for candidate in (
+        getattr(dag_run, "run_after", None),
+        context.get("data_interval_end"),
+        context.get("logical_date"),
+    ):
+        if candidate is not None:
+            return candidate
+    return datetime.now(UTC)
+
+
+def _timed(durations: dict[str, float], name: str, started: float) -> None:
+    durations[name] = round(time.perf_counter() - started, 3)
+
+
+# --- check ---------------------------------------------------------------------------------------
+
+
+def check(settings: SyncSettings, dsn: str, calendar) -> dict[str, Any]:
+    """Fail fast: schema current, app user known and matching the mailbox, connection test OK."""
+    store.migrate(dsn)
+    with store.connect(dsn) as conn:
+        user = store.find_user(conn, settings.app_user)
+    settings.validate_app_user(user)
+    report = calendar.test(write=False)
+    if not report.ok:
+        raise ConnectionTestError(settings.conn_id, report)
+    log.info("connection %s:\n%s", settings.conn_id, report)
+    return {"user_id": user["id"], "report": str(report)}
+
+
+# --- extract -------------------------------------------------------------------------------------
+
+
+def extract(
+    settings: SyncSettings,
+    dsn: str,
+    calendar,
+    run_key: str,
+    now: datetime,
+    *,
+    full_resync: bool = False,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    window = settings.window(now)
+    with store.connect(dsn) as conn:
+        store.begin_run(conn, settings.conn_id, run_key)
+    with store.connect(dsn) as conn:
+        mode, counts = extract_step.extract(
+            calendar, conn, settings.conn_id, run_key, window, full_resync=full_resync
+        )
+        durations: dict[str, float] = {}
+        _timed(durations, "extract", started)
+        store.add_to_run(
+            conn, settings.conn_id, run_key, counts=counts, durations=durations, mode=mode
+        )
+    return {"mode": mode, **counts}
+
+
+# --- transform -----------------------------------------------------------------------------------
+
+
+def transform_staged(settings: SyncSettings, dsn: str, run_key: str) -> dict[str, Any]:
+    """Normalise the run's raw Exchange items into staged appointments (pandas, no Exchange I/O)."""
+    started = time.perf_counter()
+    with store.connect(dsn) as conn:
+        raw = store.staged_ews_items(conn, settings.conn_id, run_key)
+        if raw.empty:
+            normalized = raw
+            dropped: set[str] = set()
+        else:
+            normalized = transform.normalize(
+                raw,
+                keep_html=settings.keep_html,
+                sync_private=settings.sync_private,
+                fallback_zone=settings.exchange_timezone,
+            )
+            dropped = set(raw["item_id"]) - set(normalized["ews_item_id"])
+        staged = store.stage_appointments(conn, settings.conn_id, run_key, normalized)
+        # An item we do not sync (private, with sync_private off) must not linger in the app.
+        dropped_linked = sorted(store.links_by_item(conn, settings.conn_id, dropped))
+        store.stage_seen(conn, settings.conn_id, run_key, dropped_linked, "gone")
+        summary = transform.summarize(normalized) if staged else {}
+        counts = {"transformed": staged, "skipped_private": len(dropped)}
+        durations: dict[str, float] = {}
+        _timed(durations, "transform", started)
+        store.add_to_run(conn, settings.conn_id, run_key, counts=counts, durations=durations)
+    return {**counts, **{f"staged_{k}": v for k, v in summary.items()}}
+
+
+# --- load ----------------------------------------------------------------------------------------
+
+
+def load(
+    settings: SyncSettings, dsn: str, run_key: str, *, allow_mass_delete: bool = False
+) -> dict[str, int]:
+    """Merge the staged window into calendar.appointments in one transaction."""
+    started = time.perf_counter()
+    with store.connect(dsn) as conn:
+        user = store.find_user(conn, settings.app_user)
+        settings.validate_app_user(user)
+        counts = store.merge(
+            conn,
+            settings.conn_id,
+            run_key,
+            user_id=user["id"],
+            allow_mass_delete=allow_mass_delete,
+        )
+    with store.connect(dsn) as conn:
+        durations: dict[str, float] = {}
+        _timed(durations, "load", started)
+        store.add_to_run(
+            conn,
+            settings.conn_id,
+            run_key,
+            counts={f"pulled_{k}": v for k, v in counts.items()},
+            durations=durations,
+        )
+    return counts
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def report(settings: SyncSettings, dsn: str, run_key: str) -> dict[str, Any]:
+    """Close the run's row in ewssync.sync_runs and drop its staging; return the summary."""
+    with store.connect(dsn) as conn:
+        row = store.finish_run(conn, settings.conn_id, run_key, "success")
+        store.clear_staging(conn, settings.conn_id)
+    if row is None:
+        raise SettingsError(settings.conn_id, "run", f"no sync_runs row for run {run_key!r}")
+    return {
+        "conn_id": row["conn_id"],
+        "run_key": row["run_key"],
+        "status": row["status"],
+        "mode": row["mode"],
+        "counts": row["counts"],
+        "durations": row["durations"],
+    }
+
+
+def record_failure(conn_id: str, run_key: str, error: BaseException | str) -> None:
+    """Note a failed task in the run's row; never raises (it runs in a failure callback)."""
+    status = "stopped" if isinstance(error, SafetyStop) else "failed"
+    try:
+        with store.connect(calendar_dsn()) as conn:
+            store.record_failure(conn, conn_id, run_key, status, str(error)[:2000])
+    except Exception:
+        # A callback must not mask the task's own error; the task log has it anyway.
+        log.exception("connection %s: could not record the failure of run %s", conn_id, run_key)
