@@ -81,7 +81,9 @@ def build_dag(conn_id: str, settings: SyncSettings) -> DAG:
             current = pipeline.load_settings(conn_id)
             if not current.activated:
                 raise AirflowSkipException(f"connection {conn_id!r} is not activated")
-            result = pipeline.check(current, pipeline.calendar_dsn(), pipeline.open_calendar(current))
+            result = pipeline.check(
+                current, pipeline.calendar_dsn(), pipeline.open_calendar(current)
+            )
             return {"user_id": result["user_id"], "report": result["report"]}
 
         @task(task_id="extract")

@@ -18,7 +18,7 @@ def dagbag(airflow_env):
     def parse():
         from airflow.dag_processing.dagbag import DagBag
 
-        return DagBag(dag_folder=str(REPO / "dags"), include_examples=False)
+        return DagBag(dag_folder=str(REPO / "dags"))
 
     return parse
 
