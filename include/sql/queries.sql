@@ -47,10 +47,6 @@ SELECT ews_item_id, change_key, item_type, master_item_id, starts_at, ends_at
   FROM ewssync.links
  WHERE conn_id = %(conn_id)s AND ews_item_id = ANY(%(item_ids)s);
 
--- name: links_of_masters
-SELECT ews_item_id FROM ewssync.links
- WHERE conn_id = %(conn_id)s AND master_item_id = ANY(%(master_ids)s);
-
 -- name: count_links
 SELECT count(*) FROM ewssync.links WHERE conn_id = %(conn_id)s;
 

@@ -94,10 +94,11 @@ def plan_run(
     deleted = [item_id for item_id, c in changes.items() if c["kind"] == "delete"]
     touched = {item_id: c for item_id, c in changes.items() if c["kind"] in ("create", "update")}
     gone = set(store.links_by_item(conn, conn_id, deleted))
-    # A deleted series takes its occurrences with it.
-    gone.update(store.links_of_masters(conn, conn_id, deleted))
-
-    series_touched = any(c.get("item_type") not in (None, "Single") for c in touched.values())
+    # A deleted id we never linked is a series master (we link its occurrences, not it): its
+    # occurrences are only visible, or seen missing, through a view.
+    series_touched = len(gone) < len(deleted) or any(
+        c.get("item_type") not in (None, "Single") for c in touched.values()
+    )
     if not window_moved and not series_touched:
         # Only single items changed: read exactly those, no view needed.
         return Plan(

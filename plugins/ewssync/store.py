@@ -220,11 +220,6 @@ def links_by_item(conn, conn_id: str, item_ids: Iterable[str]) -> dict[str, dict
     return {row["ews_item_id"]: row for row in rows}
 
 
-def links_of_masters(conn, conn_id: str, master_ids: Iterable[str]) -> list[str]:
-    rows = execute(conn, "links_of_masters", {"conn_id": conn_id, "master_ids": list(master_ids)})
-    return [row["ews_item_id"] for row in rows]
-
-
 # --- staging -----------------------------------------------------------------------------------
 
 EWS_ITEM_COLUMNS = (
