@@ -4,9 +4,23 @@ from __future__ import annotations
 
 import functools
 import json
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from importlib import resources
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo, available_timezones
+
+# Entries of the tz database that are not zones to store: "localtime" is the host's own zone
+# (results would depend on the machine), "Factory"/"posixrules" are tzdata internals.
+_NOT_ZONES = frozenset({"localtime", "Factory", "posixrules", "posix", "right"})
+
+# What Exchange sends for an item whose zone was defined ad hoc (no id to map): the caller
+# falls back to the connection's Exchange time zone.
+_CUSTOM_PREFIXES = ("customized time zone", "tzone://microsoft/custom")
+
+# "(UTC+01:00) Amsterdam, Berlin, ..." and the older "(GMT+01:00) ..." display names.
+_DISPLAY_NAME = re.compile(
+    r"^\((?:UTC|GMT)(?:(?P<sign>[+-])(?P<hours>\d{1,2}):(?P<minutes>\d{2}))?\)\s*(?P<places>.*)$"
+)
 
 
 @functools.cache
@@ -16,62 +30,146 @@ def _table() -> dict[str, dict[str, str]]:
 
 
 @functools.cache
-def _windows_lower() -> dict[str, str]:
-    return {name.lower(): zone for name, zone in _table()["windows_to_iana"].items()}
+def _names_lower() -> dict[str, str]:
+    table = _table()
+    names: dict[str, str] = {}
+    for section in ("display_names", "aliases", "windows_to_iana"):
+        names.update({name.lower(): zone for name, zone in table[section].items()})
+    return names
 
 
 @functools.cache
+def _zones() -> frozenset[str]:
+    return frozenset(
+        name
+        for name in available_timezones() | {"UTC"}
+        if name not in _NOT_ZONES and not name.startswith(("posix/", "right/"))
+    )
+
+
 def is_valid_zone(name: str | None) -> bool:
     """True for an IANA zone name zoneinfo knows (links such as Europe/Kiev included)."""
-    if not name or name != name.strip() or name.startswith("/"):
-        return False
-    if name in available_timezones() or name == "UTC":
-        return True
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
+    return isinstance(name, str) and name in _zones()
 
 
 def windows_to_iana(name: str | None) -> str | None:
-    """The IANA zone for a Windows zone id or display name; an IANA name maps to itself.
+    """The IANA zone for a Windows zone id, display name or UTC alias; an IANA name maps to
+    itself.
 
     "Customized Time Zone" and unknown names give None: the caller falls back to the
     connection's Exchange time zone.
     """
-    if not name:
+    if not isinstance(name, str) or not name.strip():
         return None
     name = name.strip()
-    table = _table()["windows_to_iana"]
-    if name in table:
-        return table[name]
+    table = _table()
+    for section in ("windows_to_iana", "aliases", "display_names"):
+        if name in table[section]:
+            return table[section][name]
     if is_valid_zone(name):
         return name
-    return _windows_lower().get(name.lower())
+    lowered = name.lower()
+    if lowered.startswith(_CUSTOM_PREFIXES):
+        return None
+    known = _names_lower().get(lowered)
+    if known is not None:
+        return known
+    return _match_display_name(name)
+
+
+def _match_display_name(name: str) -> str | None:
+    """A localized or unlisted display name, "(UTC+01:00) Amsterdam, Berlin, Rom, Wien": the
+    first place that names an IANA zone whose standard offset is the one shown."""
+    parsed = _parse_display_name(name)
+    if parsed is None:
+        return None
+    shown, places = parsed
+    listed = _normalized_display_names().get((shown, places.lower()))
+    if listed:
+        return listed
+    cities = _cities()
+    for place in re.split(r",|\band\b|/", places):
+        for zone in cities.get(place.strip().lower(), ()):
+            if shown in _standard_offsets(zone):
+                return zone
+    return None
+
+
+@functools.cache
+def _normalized_display_names() -> dict[tuple[timedelta, str], str]:
+    names = {}
+    for display, zone in _table()["display_names"].items():
+        parsed = _parse_display_name(display)
+        if parsed:
+            names[(parsed[0], parsed[1].lower())] = zone
+    return names
+
+
+def _parse_display_name(name: str) -> tuple[timedelta, str] | None:
+    """(offset shown, places) of "(UTC+05:30) Chennai, Kolkata" or "(GMT) Casablanca"."""
+    match = _DISPLAY_NAME.match(" ".join(name.split()))
+    if match is None:
+        return None
+    sign = -1 if match["sign"] == "-" else 1
+    shown = sign * timedelta(hours=int(match["hours"] or 0), minutes=int(match["minutes"] or 0))
+    return shown, match["places"]
+
+
+@functools.cache
+def _cities() -> dict[str, tuple[str, ...]]:
+    """City (last part of an IANA name, "st johns", "new york") -> zones, canonical first."""
+    preferred = set(_table()["windows_to_iana"].values())
+    cities: dict[str, list[str]] = {}
+    for zone in sorted(_zones()):
+        if "/" not in zone or zone.startswith("Etc/"):
+            continue
+        city = zone.rsplit("/", 1)[1].replace("_", " ").lower()
+        cities.setdefault(city, []).append(zone)
+    return {
+        city: tuple(sorted(zones, key=lambda z: (z not in preferred, z)))
+        for city, zones in cities.items()
+    }
+
+
+@functools.cache
+def _standard_offsets(zone: str) -> frozenset[timedelta]:
+    tz = ZoneInfo(zone)
+    offsets = set()
+    for month in (1, 7):
+        local = datetime(2026, month, 15, 12, tzinfo=UTC).astimezone(tz)
+        offsets.add(local.utcoffset() - (local.dst() or timedelta(0)))
+    return frozenset(offsets)
 
 
 def iana_to_windows(name: str) -> str | None:
-    """The canonical Windows zone id for an IANA zone (aliases resolved), for new items."""
+    """The canonical Windows zone id for an IANA zone (aliases resolved), for new items.
+
+    Zones the table does not list (newer than its CLDR data) get the Windows id whose zone has
+    the same UTC offsets through 2026, preferring one in the same region; None if none has.
+    """
     table = _table()["iana_to_windows"]
     if name in table:
         return table[name]
+    if name in _table()["aliases"]:
+        return table.get(_table()["aliases"][name])
     if not is_valid_zone(name):
         return None
-    # An alias/link (Europe/Kiev -> Europe/Kyiv): find a table zone with the same rules.
-    target = ZoneInfo(name)
-    probe = [datetime(2026, month, 1, 12, tzinfo=UTC) for month in (1, 4, 7, 10)]
-    offsets = [p.astimezone(target).utcoffset() for p in probe]
-    for zone, windows in table.items():
-        try:
-            candidate = ZoneInfo(zone)
-        except ZoneInfoNotFoundError:
-            continue
-        if [p.astimezone(candidate).utcoffset() for p in probe] == offsets and (
-            zone.split("/")[0] == name.split("/")[0]
-        ):
-            return windows
-    return None
+    signature = _offsets_2026(name)
+    region = name.split("/")[0]
+    candidates = [
+        (zone.split("/")[0] != region, zone, windows)
+        for windows, zone in _table()["windows_to_iana"].items()
+        if _offsets_2026(zone) == signature
+    ]
+    return min(candidates)[2] if candidates else None
+
+
+@functools.cache
+def _offsets_2026(zone: str) -> tuple[timedelta, ...]:
+    tz = ZoneInfo(zone)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    # Every 6 hours: DST rules that switch on different days (US vs. EU) differ somewhere.
+    return tuple((start + timedelta(hours=6 * i)).astimezone(tz).utcoffset() for i in range(1461))
 
 
 def to_iana(name: str | None, fallback: str) -> str:
