@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param, get_current_context, task
@@ -24,10 +25,12 @@ def dag_id_for(conn_id: str) -> str:
 
 
 def _default_args(conn_id: str) -> dict:
+    # Deployment-wide knobs (not connection settings): how patient a failing task is.
+    retry_delay = float(os.environ.get("EWSSYNC_RETRY_DELAY_SECONDS", "30"))
     return {
         "owner": "data-team",
-        "retries": 3,
-        "retry_delay": timedelta(seconds=30),
+        "retries": int(os.environ.get("EWSSYNC_RETRIES", "3")),
+        "retry_delay": timedelta(seconds=retry_delay),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=10),
         "on_failure_callback": _failure_callback(conn_id),
