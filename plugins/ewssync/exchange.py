@@ -21,9 +21,10 @@ Record dicts returned by ``fetch`` (the pipeline depends on exactly these keys):
 
 from __future__ import annotations
 
+import base64
 import logging
+import re
 import socket
-import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -37,7 +38,6 @@ from exchangelib import (
     CalendarItem,
     Configuration,
     Credentials,
-    EWSDate,
     EWSDateTime,
     EWSTimeZone,
     FaultTolerance,
@@ -69,48 +69,154 @@ INDEX_FIELDS = ("id", "changekey", "type", "start", "end", "is_all_day")
 SYNC_FIELDS = ("id", "changekey", "type")
 
 
-# --- Exchange2007_SP1 ---------------------------------------------------------------------------
-# exchangelib writes <t:MeetingTimeZone Id="…"/>, which Microsoft's schema rejects (TimeZoneType
-# has only a TimeZoneName attribute), and reading the schema-valid form
-# <t:MeetingTimeZone TimeZoneName="…"> makes it call from_ms_id(None) and crash with a TypeError.
-# This field writes and reads TimeZoneName. It replaces the field on CalendarItem; the field is
-# only used for servers older than Exchange 2010, so newer dialects are untouched.
-# Reported upstream as: "MeetingTimeZone: Id attribute not in schema; TimeZoneName not parsed".
+# --- time zones on items: what exchangelib gets wrong ------------------------------------------
+# 1. Exchange2007_SP1: exchangelib writes <t:MeetingTimeZone Id="…"/>, which Microsoft's schema
+#    rejects (TimeZoneType has a TimeZoneName attribute, no Id), and reading the schema-valid form
+#    <t:MeetingTimeZone TimeZoneName="…"> makes it call from_ms_id(None) and crash (TypeError).
+# 2. Unknown or "Customized Time Zone" names: exchangelib warns and forgets the name, so we could
+#    neither report nor fall back knowingly.
+# 3. All-day items: exchangelib turns start/end into dates in the item's StartTimeZone, which is
+#    None on 2007 (MeetingTimeZone) or when not requested -- and then the host's zone is used.
+# The field below reads Id, TimeZoneName or Name and keeps the raw name (ms_id) on a private zone
+# instance; unknown names give the connection's zone marked unknown. The from_xml below computes
+# all-day dates in the item's known zone, else the account's default zone, never the host's.
+# To report upstream (ecederstrand/exchangelib): "MeetingTimeZone: Id attribute is not in the
+# 2007 schema, TimeZoneName is not parsed; all-day dates use the host zone when
+# _start_timezone is None".
 
 
-class MeetingTimeZoneField(TimeZoneField):
-    """calendar:MeetingTimeZone as Exchange 2007's schema defines it (TimeZoneName)."""
+class ServerZoneField(TimeZoneField):
+    """A calendar item's zone as the server names it (keeps the raw name in ``ms_id``)."""
+
+    def __init__(self, *args: Any, meeting: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.meeting = meeting
 
     def from_xml(self, elem, account):
         field_elem = elem.find(self.response_tag())
         if field_elem is None:
             return self.default
-        name = field_elem.get("TimeZoneName") or field_elem.get("Id")
-        zone = windows_to_iana(name)
-        if zone is None:
-            return None
-        return EWSTimeZone(zone)
+        raw = field_elem.get("Id") or field_elem.get("TimeZoneName") or field_elem.get("Name")
+        fallback = account.default_timezone.key if account is not None else "UTC"
+        return server_zone(raw, fallback)
 
     def to_xml(self, value, version):
-        return create_element(self.request_tag(), attrs={"TimeZoneName": value.ms_id})
+        if self.meeting:  # Exchange 2007's TimeZoneType
+            return create_element(self.request_tag(), attrs={"TimeZoneName": value.ms_id})
+        return super().to_xml(value, version)
 
 
-def _install_meeting_timezone_field() -> None:
-    current = CalendarItem.get_field_by_fieldname("_meeting_timezone")
-    if isinstance(current, MeetingTimeZoneField):
-        return
-    replacement = MeetingTimeZoneField(
-        name=current.name,
-        field_uri=current.field_uri,
-        deprecated_from=current.deprecated_from,
-        is_searchable=False,
+def server_zone(raw: str | None, fallback: str) -> EWSTimeZone | None:
+    """A zone for the name the server sent: IANA if known, else ``fallback`` marked unknown."""
+    if not raw:
+        return None
+    iana = windows_to_iana(raw)
+    zone = EWSTimeZone.no_cache(iana or fallback)  # a private instance: ms_id is ours to set
+    zone.ms_id = raw
+    zone.ms_name = ""
+    zone.ewssync_known = iana is not None
+    return zone
+
+
+def zone_is_known(zone: Any) -> bool:
+    return zone is not None and getattr(zone, "ewssync_known", True)
+
+
+def _install_zone_fields() -> None:
+    for name in ("_meeting_timezone", "_start_timezone", "_end_timezone"):
+        current = CalendarItem.get_field_by_fieldname(name)
+        if isinstance(current, ServerZoneField):
+            continue
+        replacement = ServerZoneField(
+            name=current.name,
+            field_uri=current.field_uri,
+            supported_from=current.supported_from,
+            deprecated_from=current.deprecated_from,
+            is_searchable=False,
+            meeting=name == "_meeting_timezone",
+        )
+        index = CalendarItem.FIELDS.index(current)
+        CalendarItem.FIELDS[index] = replacement
+        CalendarItem.FIELDS._dict[replacement.name] = replacement  # keep the name lookup in step
+    CalendarItem.from_xml = classmethod(_calendar_item_from_xml)
+
+
+def _calendar_item_from_xml(cls, elem, account):
+    item = super(CalendarItem, cls).from_xml(elem=elem, account=account)
+    if not item.is_all_day:
+        return item
+    zone = next(
+        (z for z in (item._start_timezone, item._meeting_timezone) if zone_is_known(z)),
+        account.default_timezone if account is not None else EWSTimeZone("UTC"),
     )
-    index = CalendarItem.FIELDS.index(current)
-    CalendarItem.FIELDS[index] = replacement
-    CalendarItem.FIELDS._dict[replacement.name] = replacement  # keep the name lookup in step
+    for name in ("start", "end"):
+        value = getattr(item, name)
+        if isinstance(value, datetime):
+            if name == "end":  # exchangelib's convention: the end date is inclusive
+                value -= timedelta(days=1)
+            setattr(item, name, value.astimezone(zone).date())
+    return item
 
 
-_install_meeting_timezone_field()
+_install_zone_fields()
+
+
+# --- never log a password ---------------------------------------------------------------------
+# exchangelib's DEBUG log dumps request headers, Authorization included. This filter sits on
+# every exchangelib logger (and ours) and blanks credentials before any handler sees a record.
+
+_AUTH_HEADER = re.compile(
+    r"""(authorization['"]?\s*[:=]\s*['"]?)(basic|ntlm|negotiate|bearer)\s+[^'",}\s]+""",
+    re.IGNORECASE,
+)
+
+
+class SecretFilter(logging.Filter):
+    """Blank Authorization header values and known passwords (plain and base64) in log records."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def add(self, username: str, password: str) -> None:
+        if not password:
+            return
+        self.secrets.add(password)
+        self.secrets.add(base64.b64encode(f"{username}:{password}".encode()).decode())
+
+    def scrub(self, text: str) -> str:
+        text = _AUTH_HEADER.sub(r"\1\2 ***", text)
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken record: leave it to logging's own error handling
+            return True
+        clean = self.scrub(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+SECRET_FILTER = SecretFilter()
+
+
+def _install_secret_filter() -> None:
+    names = [
+        name
+        for name in list(logging.root.manager.loggerDict)
+        if name == "exchangelib" or name.startswith(("exchangelib.", "ewssync"))
+    ]
+    for name in [*names, "exchangelib", "ewssync", "requests_ntlm", "urllib3.connectionpool"]:
+        logger = logging.getLogger(name)
+        if SECRET_FILTER not in logger.filters:
+            logger.addFilter(SECRET_FILTER)
+
+
+_install_secret_filter()
 
 
 # --- the connection report ----------------------------------------------------------------------
@@ -137,7 +243,7 @@ class ConnectionReport:
         lines = []
         for part in self.parts:
             state = "OK" if part.ok else ("not run" if part.ok is None else "FAILED")
-            lines.append(f"{part.name}: {state}" + (f" - {part.message}" if part.message else ""))
+            lines.append(f"{part.name}: {state}" + (f" — {part.message}" if part.message else ""))
         return "\n".join(lines)
 
 
@@ -182,33 +288,39 @@ def explain(exc: BaseException, settings: SyncSettings) -> str:
     return f"{type(exc).__name__}: {text[:300]}"
 
 
-# --- the calendar ---------------------------------------------------------------------------------
+# --- the calendar -------------------------------------------------------------------------------
 
 
 class EwsCalendar:
-    """One mailbox's calendar over EWS."""
+    """One mailbox's calendar over EWS.
 
-    def __init__(self, settings: SyncSettings):
+    :param settings: the connection's settings.
+    :param view_page_size: the most items one CalendarView asks for (Exchange caps it at 1000).
+    """
+
+    def __init__(self, settings: SyncSettings, view_page_size: int = VIEW_PAGE_SIZE):
         self.settings = settings
+        self.view_page_size = view_page_size
         self._account: Account | None = None
-
-    # exchangelib keeps these on the protocol class: set them before the first request.
-    def _configure_transport(self) -> None:
-        BaseProtocol.TIMEOUT = self.settings.timeout_seconds
-        if not self.settings.verify_tls:
-            BaseProtocol.HTTP_ADAPTER_CLS = NoVerifyHTTPAdapter
+        SECRET_FILTER.add(settings.username, settings.password)
 
     @property
     def account(self) -> Account:
+        """The exchangelib Account; building it sends nothing."""
         if self._account is None:
-            self._configure_transport()
+            # exchangelib keeps these on the protocol class: set them before the first request.
+            # A timeout bounds every request, so a dropped connection cannot hang (issue #1375).
+            BaseProtocol.TIMEOUT = self.settings.timeout_seconds
+            if not self.settings.verify_tls:
+                BaseProtocol.HTTP_ADAPTER_CLS = NoVerifyHTTPAdapter
             build = EXCHANGE_2007_SP1 if self.settings.use_2007_protocol else EXCHANGE_2016
             config = Configuration(
                 service_endpoint=self.settings.service_endpoint,
                 credentials=Credentials(self.settings.username, self.settings.password),
-                auth_type=BASIC,
+                auth_type=BASIC,  # pinned, with the version, so exchangelib does not probe
                 version=Version(build=build),
-                retry_policy=FaultTolerance(max_wait=max(60, self.settings.timeout_seconds * 4)),
+                # sleeps for the BackOffMilliseconds the server asks, up to max_wait in total
+                retry_policy=FaultTolerance(max_wait=self.settings.timeout_seconds * 2),
                 max_connections=4,
             )
             self._account = Account(
@@ -220,22 +332,25 @@ class EwsCalendar:
             )
         return self._account
 
-    @property
-    def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.settings.exchange_timezone)
+    def close(self) -> None:
+        """Close the HTTP sessions."""
+        if self._account is not None:
+            self._account.protocol.close()
 
     # --- connection test ------------------------------------------------------------------
 
-    def test(self, write: bool | None = None) -> ConnectionReport:
-        """General connection (server, TLS, credentials), then Send/receive data (read the
-        calendar and, when ``write``, create and delete a test item)."""
-        write = self.settings.test_write if write is None else write
+    def test(self, write: bool = True, app_user_email: str | None = None) -> ConnectionReport:
+        """The two-part connection test.
+
+        :param write: also create and delete a test item.
+        :param app_user_email: the app user's e-mail, to check it owns the mailbox.
+        """
         report = ConnectionReport()
         try:
             self.account.root.refresh()
         except Exception as exc:
             report.parts.append(ReportPart(GENERAL, False, explain(exc, self.settings)))
-            report.parts.append(ReportPart(SEND_RECEIVE, None, "skipped: no connection"))
+            report.parts.append(ReportPart(SEND_RECEIVE, None, "the general connection failed"))
             return report
         report.parts.append(
             ReportPart(
@@ -244,6 +359,14 @@ class EwsCalendar:
         )
         step = "reading the calendar"
         try:
+            if app_user_email is not None and not self.settings.allow_mailbox_mismatch:
+                email = app_user_email.strip().lower()
+                if email != self.settings.mailbox:
+                    raise ExchangeError(
+                        f"the mailbox {self.settings.mailbox!r} is not the app user's "
+                        f"({email or 'no e-mail'}); fix app_user or mailbox, or set "
+                        "allow_mailbox_mismatch=true for a shared calendar"
+                    )
             now = datetime.now(UTC)
             self.read_index(now - timedelta(days=1), now + timedelta(days=1))
             done = "read"
@@ -255,14 +378,14 @@ class EwsCalendar:
                         "subject": "ewssync connection test (deleted again)",
                         "start": start,
                         "end": start + timedelta(minutes=5),
-                        "time_zone": self.settings.exchange_timezone,
-                        "reminder_minutes": None,
                     }
                 )
                 step = "deleting the test item"
                 self.delete(item_id)
-                done = "read and write"
-            report.parts.append(ReportPart(SEND_RECEIVE, True, f"calendar {done} OK"))
+                done = "read and write (test item created and deleted)"
+            report.parts.append(ReportPart(SEND_RECEIVE, True, f"calendar {done}"))
+        except ExchangeError as exc:
+            report.parts.append(ReportPart(SEND_RECEIVE, False, str(exc)))
         except Exception as exc:
             report.parts.append(
                 ReportPart(SEND_RECEIVE, False, f"{step}: {explain(exc, self.settings)}")
@@ -272,8 +395,11 @@ class EwsCalendar:
     # --- reading --------------------------------------------------------------------------
 
     def read_index(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
-        """Ids, change keys and times of every item in [start, end): one FindItem per
-        sub-window, split whenever the server's limits or a full page say it was cut."""
+        """Ids, change keys and times of every item in [start, end).
+
+        One FindItem per sub-window (simple fields only, no GetItem); a window is split in two
+        when its page comes back full or the server refuses it as too big.
+        """
         found: dict[str, dict[str, Any]] = {}
         pending = [(start, end)]
         while pending:
@@ -281,34 +407,38 @@ class EwsCalendar:
             try:
                 page = list(
                     self.account.calendar.view(
-                        start=EWSDateTime.from_datetime(low),
-                        end=EWSDateTime.from_datetime(high),
-                        max_items=VIEW_PAGE_SIZE,
-                    ).only(*INDEX_FIELDS)
+                        start=EWSDateTime.from_datetime(low.astimezone(UTC)),
+                        end=EWSDateTime.from_datetime(high.astimezone(UTC)),
+                        max_items=self.view_page_size,
+                    ).only(*INDEX_FIELDS, *self._zone_fields())
                 )
-                cut = len(page) >= VIEW_PAGE_SIZE
+                cut = len(page) >= self.view_page_size
             except (
                 ews_errors.ErrorExceededFindCountLimit,
                 ews_errors.ErrorCalendarViewRangeTooBig,
             ):
                 page, cut = [], True
+            except Exception as exc:
+                raise self._error("reading the calendar", exc) from None
             if cut:
                 if high - low <= MIN_SPLIT:
                     raise ExchangeError(
-                        f"connection {self.settings.conn_id!r}: more than {VIEW_PAGE_SIZE} items "
-                        f"between {low} and {high}; cannot split the calendar view further"
+                        f"connection {self.settings.conn_id!r}: more than "
+                        f"{self.view_page_size} items between {low} and {high}; cannot split "
+                        "the calendar view further"
                     )
                 middle = low + (high - low) / 2
-                pending.extend([(low, middle), (middle, high)])
+                pending.extend([(middle, high), (low, middle)])
                 continue
             for item in page:
                 if isinstance(item, Exception):
-                    raise ExchangeError(f"calendar view failed: {item}")
+                    raise self._error("reading the calendar", item)
                 start_utc, end_utc = self._instants(item)
+                # an item overlapping a split point comes back from both halves: keep one
                 found[item.id] = {
                     "item_id": item.id,
                     "change_key": item.changekey,
-                    "item_type": item.type,
+                    "item_type": item.type or "Single",
                     "start": start_utc,
                     "end": end_utc,
                     "is_all_day": bool(item.is_all_day),
@@ -316,19 +446,18 @@ class EwsCalendar:
         return list(found.values())
 
     def fetch(self, item_ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
-        """Full records for the ids (GetItem, 100 per request); ids Exchange no longer has are
-        returned apart."""
+        """Full records for the ids (GetItem, 100 per request).
+
+        :return: the records, and the ids Exchange no longer has (ErrorItemNotFound).
+        """
         records: list[dict[str, Any]] = []
         missing: list[str] = []
         if not item_ids:
             return records, missing
-        calendar = self.account.calendar
-        with warnings.catch_warnings():
-            # Unknown zone names warn and come back as None: the fallback zone handles them.
-            warnings.simplefilter("ignore", UserWarning)
+        try:
             results = self.account.fetch(
                 ids=[(item_id, None) for item_id in item_ids],
-                folder=calendar,
+                folder=self.account.calendar,
                 only_fields=[*FETCH_FIELDS, *self._zone_fields()],
                 chunk_size=FETCH_CHUNK,
             )
@@ -336,86 +465,31 @@ class EwsCalendar:
                 if isinstance(result, ews_errors.ErrorItemNotFound):
                     missing.append(item_id)
                 elif isinstance(result, Exception):
-                    raise ExchangeError(
-                        f"connection {self.settings.conn_id!r}: reading item failed: {result}"
-                    )
+                    raise self._error("reading an item", result)
                 else:
                     records.append(self._record(result))
+        except ExchangeError:
+            raise
+        except Exception as exc:
+            raise self._error("reading items", exc) from None
         return records, missing
 
-    def _zone_fields(self) -> tuple[str, ...]:
-        if self.settings.use_2007_protocol:
-            return ("_meeting_timezone",)
-        return ("_start_timezone", "_end_timezone")
-
-    def _item_zone(self, item) -> EWSTimeZone | None:
-        if self.settings.use_2007_protocol:
-            return getattr(item, "_meeting_timezone", None)
-        return getattr(item, "_start_timezone", None)
-
-    def _instants(self, item) -> tuple[datetime, datetime]:
-        """UTC start and end; all-day dates become local midnights in the item's zone."""
-        start, end = item.start, item.end
-        if isinstance(start, date) and not isinstance(start, datetime):
-            zone = self._item_zone(item) or EWSTimeZone(self.settings.exchange_timezone)
-            tz = ZoneInfo(zone.key)
-            # exchangelib made the end date inclusive; the instant is the next local midnight.
-            end_date = end if end is not None else start
-            return (
-                datetime.combine(start, time(0), tzinfo=tz).astimezone(UTC),
-                datetime.combine(end_date + timedelta(days=1), time(0), tzinfo=tz).astimezone(UTC),
-            )
-        return start.astimezone(UTC), end.astimezone(UTC)
-
-    def _record(self, item) -> dict[str, Any]:
-        zone = self._item_zone(item)
-        start_utc, end_utc = self._instants(item)
-        all_day = bool(item.is_all_day)
-        start_date = end_date = None
-        if all_day:
-            if isinstance(item.start, date) and not isinstance(item.start, datetime):
-                start_date, end_date = _plain_date(item.start), _plain_date(item.end or item.start)
-            else:
-                tz = ZoneInfo(zone.key) if zone else self.zone
-                start_date = start_utc.astimezone(tz).date()
-                end_date = (end_utc.astimezone(tz) - timedelta(days=1)).date()
-        body = item.body
-        recurrence_id = item.recurrence_id
-        return {
-            "item_id": item.id,
-            "change_key": item.changekey,
-            "item_type": item.type or "Single",
-            "uid": item.uid,
-            "recurrence_id": recurrence_id.astimezone(UTC) if recurrence_id else None,
-            "master_item_id": None,
-            "subject": item.subject,
-            "location": item.location,
-            "body": str(body) if body is not None else None,
-            "body_type": "HTML" if isinstance(body, HTMLBody) else "Text",
-            "start": start_utc,
-            "end": end_utc,
-            "is_all_day": all_day,
-            "start_date": start_date,
-            "end_date": end_date,
-            "timezone_windows": zone.ms_id if zone else None,
-            "timezone_iana": zone.key if zone else None,
-            "sensitivity": item.sensitivity or "Normal",
-            "reminder_is_set": bool(item.reminder_is_set),
-            "reminder_minutes": item.reminder_minutes_before_start,
-            "legacy_free_busy": item.legacy_free_busy_status or "Busy",
-            "categories": list(item.categories or []),
-            "last_modified": item.last_modified_time.astimezone(UTC)
-            if item.last_modified_time
-            else None,
-            "is_recurring": bool(item.is_recurring),
-        }
+    def read_window(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Full records of every item in [start, end): read_index, then fetch."""
+        index = self.read_index(start, end)
+        records, _ = self.fetch([entry["item_id"] for entry in index])
+        return records
 
     def sync_changes(
         self, state: str | None, max_changes: int = 512
     ) -> tuple[str, list[dict[str, Any]], bool]:
-        """Changes since ``state`` (SyncFolderItems, ids and types only), drained to the end.
+        """Changes since ``state`` (SyncFolderItems, ids and types only).
 
-        :return: the new state, the changes, and True (the folder's changes were all read).
+        :param state: the sync state of the last call, or None for everything.
+        :param max_changes: changes per request (Exchange caps it at 512).
+        :return: the new state, the changes (kind create|update|delete|read_flag, item_id,
+            change_key, item_type) and whether all changes were read (always True: exchangelib
+            pages until the server says it has no more).
         """
         calendar = self.account.calendar
         calendar.item_sync_state = state
@@ -426,11 +500,10 @@ class EwsCalendar:
                 only_fields=list(SYNC_FIELDS),
                 max_changes_returned=max_changes,
             ):
-                item_id = item.id
                 changes.append(
                     {
                         "kind": {"read_flag_change": "read_flag"}.get(kind, kind),
-                        "item_id": item_id,
+                        "item_id": item.id,
                         "change_key": getattr(item, "changekey", None),
                         "item_type": getattr(item, "type", None),
                     }
@@ -438,48 +511,151 @@ class EwsCalendar:
         except ews_errors.ErrorInvalidSyncStateData:
             raise ExchangeError(
                 f"connection {self.settings.conn_id!r}: Exchange no longer accepts the saved sync "
-                "state; trigger the DAG with full_resync=true"
+                "state; run a full resync"
             ) from None
+        except Exception as exc:
+            raise self._error("reading changes", exc) from None
         return calendar.item_sync_state, changes, True
 
     # --- writing ----------------------------------------------------------------------------
 
     def create(self, record: dict[str, Any]) -> tuple[str, str]:
-        """Create a single appointment; return its item id and change key."""
+        """Create a single appointment (no invitations sent).
+
+        :param record: subject, start, end (aware datetimes), optional location, body (HTML),
+            time_zone (IANA; default the connection's zone), reminder_minutes (None: no reminder).
+        :return: the item id and change key.
+        """
         zone_name = record.get("time_zone") or self.settings.exchange_timezone
-        zone = EWSTimeZone(zone_name)
         if iana_to_windows(zone_name) is None:
-            raise ExchangeError(f"time zone {zone_name!r} has no Windows equivalent")
-        item = CalendarItem(
-            account=self.account,
-            folder=self.account.calendar,
-            subject=record.get("subject") or "",
-            location=record.get("location") or None,
-            body=HTMLBody(record["body"]) if record.get("body") else None,
-            start=EWSDateTime.from_datetime(record["start"]).astimezone(zone),
-            end=EWSDateTime.from_datetime(record["end"]).astimezone(zone),
-            reminder_is_set=record.get("reminder_minutes") is not None,
-            reminder_minutes_before_start=record.get("reminder_minutes") or 0,
-        )
-        item.save(send_meeting_invitations="SendToNone")
+            raise ExchangeError(
+                f"connection {self.settings.conn_id!r}: time zone {zone_name!r} has no "
+                "Windows equivalent Exchange would accept"
+            )
+        zone = EWSTimeZone(zone_name)
+        reminder = record.get("reminder_minutes")
+        try:
+            item = CalendarItem(
+                account=self.account,
+                folder=self.account.calendar,
+                subject=record.get("subject") or "",
+                location=record.get("location") or None,
+                body=HTMLBody(record["body"]) if record.get("body") else None,
+                start=EWSDateTime.from_datetime(record["start"]).astimezone(zone),
+                end=EWSDateTime.from_datetime(record["end"]).astimezone(zone),
+                reminder_is_set=reminder is not None,
+                reminder_minutes_before_start=reminder or 0,
+            )
+            item.save(send_meeting_invitations="SendToNone")
+        except Exception as exc:
+            raise self._error("creating an item", exc) from None
         return item.id, item.changekey
 
     def delete(self, item_id: str) -> None:
-        results = self.account.bulk_delete(
-            ids=[(item_id, None)], send_meeting_cancellations="SendToNone"
-        )
+        """Delete an item for good; an item already gone is fine."""
+        try:
+            results = self.account.bulk_delete(
+                ids=[(item_id, None)], send_meeting_cancellations="SendToNone"
+            )
+        except Exception as exc:
+            raise self._error("deleting an item", exc) from None
         for result in results:
             if isinstance(result, Exception) and not isinstance(
                 result, ews_errors.ErrorItemNotFound
             ):
-                raise ExchangeError(f"deleting item failed: {result}")
+                raise self._error("deleting an item", result)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _error(self, doing: str, exc: BaseException) -> ExchangeError:
+        error = ExchangeError(
+            f"connection {self.settings.conn_id!r}: {doing}: {explain(exc, self.settings)}"
+        )
+        error.cause = exc  # kept for callers that branch on the kind; not chained (no secrets)
+        return error
+
+    def _zone_fields(self) -> tuple[str, ...]:
+        if self.settings.use_2007_protocol:
+            return ("_meeting_timezone",)
+        return ("_start_timezone", "_end_timezone")
+
+    def _item_zone(self, item) -> EWSTimeZone | None:
+        name = "_meeting_timezone" if self.settings.use_2007_protocol else "_start_timezone"
+        return getattr(item, name, None)
+
+    def _local_zone(self, item) -> ZoneInfo:
+        """The zone all-day dates are in: the item's, else the connection's."""
+        zone = self._item_zone(item)
+        return ZoneInfo(zone.key if zone_is_known(zone) else self.settings.exchange_timezone)
+
+    def _instants(self, item) -> tuple[datetime, datetime]:
+        """UTC start and end; all-day dates become local midnights in the item's zone."""
+        start, end = item.start, item.end
+        if isinstance(start, date) and not isinstance(start, datetime):
+            tz = self._local_zone(item)
+            end_date = end if end is not None else start  # exchangelib made it inclusive
+            return (
+                datetime.combine(_plain_date(start), time(0), tzinfo=tz).astimezone(UTC),
+                datetime.combine(_plain_date(end_date) + timedelta(days=1), time(0), tzinfo=tz)
+                .astimezone(UTC),
+            )  # fmt: skip
+        return _utc(start), _utc(end)
+
+    def _record(self, item) -> dict[str, Any]:
+        zone = self._item_zone(item)
+        start_utc, end_utc = self._instants(item)
+        all_day = bool(item.is_all_day)
+        start_date = end_date = None
+        if all_day:
+            tz = self._local_zone(item)
+            start_date = start_utc.astimezone(tz).date()
+            end_date = (end_utc.astimezone(tz) - timedelta(days=1)).date()
+        body = item.body
+        return {
+            "item_id": item.id,
+            "change_key": item.changekey,
+            "item_type": item.type or "Single",
+            "uid": item.uid,
+            "recurrence_id": _utc(item.recurrence_id),
+            "master_item_id": None,
+            "subject": item.subject,
+            "location": item.location,
+            "body": str(body) if body is not None else None,
+            "body_type": "HTML" if isinstance(body, HTMLBody) else "Text",
+            "start": start_utc,
+            "end": end_utc,
+            "is_all_day": all_day,
+            "start_date": start_date,
+            "end_date": end_date,
+            "timezone_windows": zone.ms_id if zone is not None else None,
+            "timezone_iana": zone.key if zone_is_known(zone) else None,
+            "sensitivity": item.sensitivity or "Normal",
+            "reminder_is_set": bool(item.reminder_is_set),
+            "reminder_minutes": item.reminder_minutes_before_start
+            if item.reminder_is_set
+            else None,
+            "legacy_free_busy": item.legacy_free_busy_status or "Busy",
+            "categories": list(item.categories or []),
+            "last_modified": _utc(item.last_modified_time),
+            "is_recurring": bool(item.is_recurring),
+        }
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """A plain aware datetime in UTC (exchangelib's EWSDateTime subclass removed)."""
+    if value is None:
+        return None
+    value = value.astimezone(UTC)
+    return datetime(
+        value.year, value.month, value.day, value.hour, value.minute, value.second,
+        value.microsecond, tzinfo=UTC,
+    )  # fmt: skip
 
 
 def _plain_date(value) -> date:
-    if isinstance(value, EWSDate):
-        return date(value.year, value.month, value.day)
-    return value
+    return date(value.year, value.month, value.day)
 
 
-def open_calendar(settings: SyncSettings) -> EwsCalendar:
-    return EwsCalendar(settings)
+def open_calendar(settings: SyncSettings, view_page_size: int = VIEW_PAGE_SIZE) -> EwsCalendar:
+    """The calendar of the connection's mailbox (the EWS backend; nothing is sent yet)."""
+    return EwsCalendar(settings, view_page_size=view_page_size)

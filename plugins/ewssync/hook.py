@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-try:
-    from airflow.sdk import BaseHook
-except ImportError:  # pragma: no cover - Airflow 2 layout
-    from airflow.hooks.base import BaseHook
+from airflow.sdk import BaseHook
 
-from ewssync.settings import EXTRA_FIELDS, FIELD_HELP, UI_FIELD_BEHAVIOUR, SyncSettings
+from ewssync.errors import EwsSyncError
+from ewssync.provider_info import HOOK_NAME, UI_FIELD_BEHAVIOUR
+from ewssync.settings import EXTRA_FIELDS, FIELD_DOCS, SyncSettings
+
+if TYPE_CHECKING:
+    from ewssync.exchange import ConnectionReport, EwsCalendar
 
 
 class EwsHook(BaseHook):
@@ -21,7 +23,7 @@ class EwsHook(BaseHook):
     conn_name_attr = "ews_conn_id"
     default_conn_name = "ews_default"
     conn_type = "ews"
-    hook_name = "Exchange calendar (EWS)"
+    hook_name = HOOK_NAME
 
     def __init__(self, ews_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -32,32 +34,23 @@ class EwsHook(BaseHook):
     def get_connection_form_widgets(cls) -> dict[str, Any]:
         """Extra fields of the connection form, one per sync setting.
 
-        Airflow 3's UI reads them from the provider info's ``conn-fields``; this wtforms form is
-        for installations that still run the FAB-based UI.
+        Airflow 3.2+ takes the form from provider_info's "conn-fields" and does not call this;
+        it is kept for tools that still ask the hook (needs wtforms and flask-appbuilder).
         """
-        try:
-            from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
-            from flask_babel import lazy_gettext
-            from wtforms import BooleanField, IntegerField, StringField
-        except ImportError:
-            return {}
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import BooleanField, IntegerField, StringField
 
         widgets: dict[str, Any] = {}
         for key, (default, kind) in EXTRA_FIELDS.items():
-            label, help_text = FIELD_HELP[key]
+            label, help_text = FIELD_DOCS[key]
             if kind == "bool":
                 widgets[key] = BooleanField(
                     lazy_gettext(label), default=default, description=help_text
                 )
-            elif kind == "int":
-                widgets[key] = IntegerField(
-                    lazy_gettext(label),
-                    default=default,
-                    description=help_text,
-                    widget=BS3TextFieldWidget(),
-                )
             else:
-                widgets[key] = StringField(
+                field_class = IntegerField if kind == "int" else StringField
+                widgets[key] = field_class(
                     lazy_gettext(label),
                     default=default,
                     description=help_text,
@@ -68,23 +61,40 @@ class EwsHook(BaseHook):
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Relabel the standard fields; hide those an EWS connection does not use."""
-        return UI_FIELD_BEHAVIOUR
+        return {
+            "hidden_fields": list(UI_FIELD_BEHAVIOUR["hidden-fields"]),
+            "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
+            "placeholders": dict(UI_FIELD_BEHAVIOUR["placeholders"]),
+        }
 
     def get_settings(self) -> SyncSettings:
+        """The connection's settings, parsed and validated once.
+
+        :raises SettingsError: naming the connection and the invalid field.
+        """
         if self._settings is None:
             self._settings = SyncSettings.from_connection(self.get_connection(self.ews_conn_id))
         return self._settings
 
-    def get_conn(self):
-        """The connection's calendar (ewssync.exchange.EwsCalendar)."""
+    def get_calendar(self) -> EwsCalendar:
+        """The connection's calendar (nothing is sent until it is used)."""
         from ewssync.exchange import open_calendar
 
         return open_calendar(self.get_settings())
 
+    def get_conn(self) -> EwsCalendar:
+        """Same as get_calendar(), under the name Airflow's hooks share."""
+        return self.get_calendar()
+
+    def run_test(self, write: bool | None = None) -> ConnectionReport:
+        """The two-part connection test as a report (write defaults to the test_write setting)."""
+        settings = self.get_settings()
+        return self.get_calendar().test(settings.test_write if write is None else write)
+
     def test_connection(self) -> tuple[bool, str]:
-        """The two-part connection test, for the UI/API Test button and `airflow connections test`."""
+        """The connection test, for the UI/API Test button and `airflow connections test`."""
         try:
-            report = self.get_conn().test()
-        except Exception as exc:  # invalid settings: say which field
+            report = self.run_test()
+        except EwsSyncError as exc:  # invalid settings: the message names the field
             return False, str(exc)
         return report.ok, str(report)

@@ -1,20 +1,44 @@
-"""Airflow provider metadata: registers the `ews` connection type and its form fields."""
+"""Airflow provider metadata: registers the `ews` connection type and describes its form."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ewssync import __version__
-from ewssync.settings import EXTRA_FIELDS, FIELD_HELP, UI_FIELD_BEHAVIOUR
+import ewssync
+from ewssync.settings import EXTRA_FIELDS, FIELD_DOCS
+
+HOOK_CLASS = "ewssync.hook.EwsHook"
+HOOK_NAME = "Exchange calendar (EWS)"
+
+# Airflow 3.2+ reads the form from here ("conn-fields", "ui-field-behaviour") without importing
+# the hook; the hook's get_ui_field_behaviour() returns the same behaviour for older callers.
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "port"],
+    "relabeling": {
+        "host": "Server",
+        "login": "User name",
+        "password": "Password",
+        "description": "Title",
+    },
+    "placeholders": {
+        "host": "outlook.office365.com or https://mail.example.com/EWS/Exchange.asmx",
+        "login": "technician@example.com (or DOMAIN\\user)",
+        "description": "Calendar of the technician",
+        "app_user": "login in calendar.users",
+        "mailbox": "technician@example.com",
+        "exchange_timezone": "Europe/Berlin",
+        "schedule": "*/30 * * * *",
+    },
+}
 
 _JSON_TYPES = {"bool": "boolean", "int": "integer"}
 
 
-def conn_fields() -> dict[str, Any]:
-    """The connection form's extra fields, declared as Airflow 3's UI reads them."""
-    fields = {}
+def conn_fields() -> dict[str, dict[str, Any]]:
+    """The extra settings as Airflow's declarative connection fields (JSON schema per field)."""
+    fields: dict[str, dict[str, Any]] = {}
     for key, (default, kind) in EXTRA_FIELDS.items():
-        label, help_text = FIELD_HELP[key]
+        label, help_text = FIELD_DOCS[key]
         schema: dict[str, Any] = {"type": [_JSON_TYPES.get(kind, "string"), "null"]}
         if default is not None:
             schema["default"] = default
@@ -23,25 +47,20 @@ def conn_fields() -> dict[str, Any]:
 
 
 def get_provider_info() -> dict[str, Any]:
+    """The provider's metadata, found by Airflow through the `apache_airflow_provider` entry point."""
     return {
         "package-name": "ewssync",
         "name": "ewssync",
-        "description": "Two-way sync between Exchange calendars (EWS) and PostgreSQL",
-        "versions": [__version__],
-        "hooks": [
-            {"integration-name": "Exchange calendar (EWS)", "python-modules": ["ewssync.hook"]}
-        ],
+        "description": "Two-way sync between Exchange calendars (EWS) and PostgreSQL.",
+        "versions": [ewssync.__version__],
+        "hooks": [{"integration-name": "Exchange calendar", "python-modules": ["ewssync.hook"]}],
         "connection-types": [
             {
-                "hook-class-name": "ewssync.hook.EwsHook",
-                "hook-name": "Exchange calendar (EWS)",
+                "hook-class-name": HOOK_CLASS,
+                "hook-name": HOOK_NAME,
                 "connection-type": "ews",
                 "conn-fields": conn_fields(),
-                "ui-field-behaviour": {
-                    "hidden-fields": UI_FIELD_BEHAVIOUR["hidden_fields"],
-                    "relabeling": UI_FIELD_BEHAVIOUR["relabeling"],
-                    "placeholders": UI_FIELD_BEHAVIOUR["placeholders"],
-                },
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
             }
         ],
     }

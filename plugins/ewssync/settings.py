@@ -13,12 +13,14 @@ from urllib.parse import urlsplit
 from ewssync.errors import SettingsError
 
 DEFAULT_SCHEDULE = "*/30 * * * *"
-SCHEDULE_PRESETS = {"@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@yearly"}
+SCHEDULE_PRESETS = {
+    "@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly",
+}  # fmt: skip
 MAX_WEEKS = 104  # Exchange refuses calendar views over two years
 MAX_REMINDER_MINUTES = 40320  # four weeks, Outlook's largest reminder
 
 _TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0", ""}
+_FALSE = {"false", "no", "off", "0"}
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?$")
 _CRON_FIELD = re.compile(r"^[\d*/,\-A-Za-z?LW#]+$")
@@ -104,6 +106,52 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     },
 }
 
+# extra key -> (label, help text): the connection form (provider_info) and docs/connection.md
+FIELD_DOCS: dict[str, tuple[str, str]] = {
+    "use_2007_protocol": (
+        "Use 2007 protocol",
+        "Talk Exchange2007_SP1 (Exchange 2007 servers); leave off for Exchange 2010 and newer",
+    ),
+    "app_user": (
+        "App user",
+        "Login of the calendar.users row the appointments belong to (required)",
+    ),
+    "mailbox": (
+        "Mailbox",
+        "Primary SMTP address of the mailbox; defaults to the user name when that is an address",
+    ),
+    "activated": ("Activated", "Sync this mailbox; when off, runs skip"),
+    "sync_private": (
+        "Sync private appointments",
+        "Also sync appointments marked private (they stay flagged private in the app)",
+    ),
+    "alarm_on_new": ("Alarm on new", "Set a reminder on appointments created from the app"),
+    "alarm_minutes": ("Minutes before", "Reminder lead time in minutes (0-40320)"),
+    "exchange_timezone": (
+        "Exchange time zone",
+        "Zone for new items and for items without a known zone: IANA (Europe/Berlin) or Windows "
+        "name (W. Europe Standard Time)",
+    ),
+    "keep_html": ("Keep HTML in notes", "Keep the HTML body beside the plain-text notes"),
+    "weeks_back": ("Weeks back", "Weeks before today to sync (0-104)"),
+    "weeks_ahead": ("Weeks ahead", "Weeks after today to sync (1-104; back + ahead <= 104)"),
+    "schedule": (
+        "Schedule",
+        f"Cron expression or Airflow preset (@hourly...); default '{DEFAULT_SCHEDULE}', "
+        "'none' for manual runs only",
+    ),
+    "allow_mailbox_mismatch": (
+        "Allow mailbox mismatch",
+        "Sync even if the mailbox differs from the app user's e-mail (shared calendars)",
+    ),
+    "verify_tls": ("Verify TLS", "Check the server's TLS certificate (leave on)"),
+    "timeout_seconds": ("Timeout (s)", "Seconds to wait for one answer from Exchange (1-600)"),
+    "test_write": (
+        "Test writing",
+        "The connection test also creates and deletes a test appointment",
+    ),
+}
+
 _INT_RANGES = {
     "alarm_minutes": (0, MAX_REMINDER_MINUTES),
     "weeks_back": (0, MAX_WEEKS),
@@ -163,7 +211,8 @@ class SyncSettings:
             allowed = ", ".join(sorted(EXTRA_FIELDS))
             raise SettingsError(conn_id, key, f"unknown setting{hint}; known settings: {allowed}")
         values = {
-            key: _parse_value(conn_id, key, extra.get(key, default), kind)
+            # None or "" (an untouched form field) means "not given": use the default
+            key: _parse_value(conn_id, key, _given(extra.get(key), default), kind)
             for key, (default, kind) in EXTRA_FIELDS.items()
         }
         for key, (low, high) in _INT_RANGES.items():
@@ -247,6 +296,10 @@ class SyncSettings:
                 "another's. Fix app_user or mailbox, or set allow_mailbox_mismatch=true if this "
                 "is intended (e.g. a shared calendar)",
             )
+
+
+def _given(value: Any, default: Any) -> Any:
+    return default if value is None or (isinstance(value, str) and not value.strip()) else value
 
 
 def _extra_of(conn_id: str, conn: Any) -> dict[str, Any]:
