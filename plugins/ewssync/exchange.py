@@ -252,40 +252,74 @@ SEND_RECEIVE = "Send/receive data"
 
 
 def explain(exc: BaseException, settings: SyncSettings) -> str:
-    """A likely cause and what to do, for an exception from exchangelib or the network."""
-    text = str(exc)
-    if settings.password and settings.password in text:
-        text = text.replace(settings.password, "***")
+    """A likely cause and what to do, for an exception from exchangelib or the network.
+
+    The text never carries the password (nor its base64 form).
+    """
     server = settings.service_endpoint
-    if isinstance(exc, ews_errors.UnauthorizedError):
-        return f"the server refused the user name or password of {settings.username!r} (HTTP 401)"
-    if isinstance(exc, ews_errors.ErrorAccessDenied):
+    # exchangelib re-raises network failures after its retries as ErrorTimeoutExpired with
+    # the cause in the text; look at the whole chain and text.
+    chain = [exc]
+    while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
+        nxt = chain[-1].__cause__ or chain[-1].__context__
+        if nxt in chain or len(chain) > 5:
+            break
+        chain.append(nxt)
+    text = SECRET_FILTER.scrub(" | ".join(str(e) for e in chain))
+    short = text[:240]
+
+    def caught(*kinds: type) -> bool:
+        return any(isinstance(e, kinds) for e in chain)
+
+    if caught(ews_errors.UnauthorizedError):
         return (
-            f"no permission on the calendar of {settings.mailbox} (ErrorAccessDenied): grant "
-            f"{settings.username!r} at least reviewer (read) and editor (write) rights"
+            f"the server refused the user name {settings.username!r} or its password (HTTP 401): "
+            "check 'User name' and 'Password'"
         )
-    if isinstance(exc, ews_errors.ErrorNonExistentMailbox):
-        return f"the mailbox {settings.mailbox!r} does not exist on {server}"
-    if isinstance(exc, ews_errors.ErrorServerBusy | ews_errors.RateLimitError):
-        return "the server is throttling this account (ErrorServerBusy); try again later"
-    if isinstance(exc, ews_errors.ErrorInvalidServerVersion | ews_errors.ErrorSchemaValidation):
+    if caught(ews_errors.ErrorAccessDenied, ews_errors.ErrorFolderNotFound):
+        return (
+            f"no permission to read the calendar of {settings.mailbox} ({type(exc).__name__}). "
+            f"Ask the mailbox owner to grant {settings.username!r} access to the calendar "
+            "(Editor, so the sync can write), or fix 'Mailbox'"
+        )
+    if caught(ews_errors.ErrorNonExistentMailbox, ews_errors.ErrorMailRecipientNotFound):
+        return f"the mailbox {settings.mailbox!r} does not exist on {server}: check 'Mailbox'"
+    if caught(ews_errors.ErrorServerBusy, ews_errors.RateLimitError):
+        return "the server is throttling this account (ErrorServerBusy): try again later"
+    if caught(
+        ews_errors.ErrorInvalidServerVersion,
+        ews_errors.ErrorSchemaValidation,
+        ews_errors.ErrorInvalidSchemaVersionForMailboxVersion,
+    ) or ("version" in text.lower() and caught(ews_errors.TransportError)):
         hint = (
-            "turn on 'use 2007 protocol'"
+            "an old server (Exchange 2007): turn on 'Use 2007 protocol'"
             if not settings.use_2007_protocol
-            else "turn off 'use 2007 protocol'"
+            else "the server is newer than Exchange 2007: turn off 'Use 2007 protocol'"
         )
         return f"the server does not accept this protocol version ({type(exc).__name__}): {hint}"
-    if isinstance(exc, requests.exceptions.SSLError):
-        return f"the TLS certificate of {server} is not valid: {text[:200]}"
-    if isinstance(exc, requests.exceptions.ConnectionError | socket.gaierror):
-        if "Name or service not known" in text or "getaddrinfo" in text or "resolve" in text:
-            return f"the server name in {server} cannot be resolved: check 'server'"
-        return f"cannot reach {server}: {text[:200]}"
-    if isinstance(exc, requests.exceptions.Timeout):
-        return f"{server} did not answer within {settings.timeout_seconds} s"
-    if isinstance(exc, ews_errors.TransportError) and "version" in text.lower():
-        return f"the server's answer has no usable version ({text[:160]}): try 'use 2007 protocol'"
-    return f"{type(exc).__name__}: {text[:300]}"
+    if caught(requests.exceptions.SSLError) or "CERTIFICATE_VERIFY_FAILED" in text:
+        return (
+            f"the TLS certificate of {server} is not valid ({short}): fix the certificate, or "
+            "(test systems only) set verify_tls=false"
+        )
+    lowered = text.lower()
+    if caught(socket.gaierror) or any(
+        marker in lowered
+        for marker in ("name or service not known", "failed to resolve", "nodename nor servname")
+    ):
+        return f"the server name in {server} cannot be resolved: check 'Server'"
+    if "connection refused" in lowered:
+        return f"nothing answers at {server} (connection refused): check 'Server' and the port"
+    if caught(requests.exceptions.Timeout) or "timed out" in lowered:
+        return (
+            f"{server} did not answer within {settings.timeout_seconds} s "
+            "(timeout_seconds): the server or the network is too slow or unreachable"
+        )
+    if caught(requests.exceptions.ConnectionError) or "connection aborted" in lowered:
+        return f"the connection to {server} failed ({short}): try again; check 'Server'"
+    if caught(ews_errors.ErrorTimeoutExpired):
+        return f"{server} did not answer in time ({short})"
+    return f"{type(exc).__name__}: {short}"
 
 
 # --- the calendar -------------------------------------------------------------------------------
