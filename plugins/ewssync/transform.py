@@ -5,13 +5,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import re
-from datetime import UTC, date, datetime
-from zoneinfo import ZoneInfo
+from collections.abc import Iterable
+from datetime import date, datetime
 
 import pandas as pd
+from inscriptis import get_text
+from inscriptis.css_profiles import CSS_PROFILES
+from inscriptis.model.config import ParserConfig
 
-from ewssync.timezones import to_iana
+from ewssync.errors import EwsSyncError
+from ewssync.timezones import is_valid_zone, windows_to_iana
 
 RAW_COLUMNS = (
     "item_id", "change_key", "item_type", "uid", "recurrence_id", "master_item_id", "subject",
@@ -33,8 +36,13 @@ FINGERPRINT_COLUMNS = (
     "end_date", "time_zone", "is_private", "reminder_minutes", "show_as", "category",
 )  # fmt: skip
 
+# Bumped when the digest's input format changes: every item then looks changed once.
+FINGERPRINT_VERSION = "v1"
+
 # Exchange's LegacyFreeBusyStatus -> the app's show-as. The legacy product's "present" flag was
 # this field: busy/tentative mean present, free means not needed on site, OOF means away.
+# NoData (no status recorded) and anything unknown count as busy: Outlook's default for a new
+# appointment, and the safe reading for "is this person available".
 SHOW_AS = {
     "Free": "free",
     "Tentative": "tentative",
@@ -43,168 +51,318 @@ SHOW_AS = {
     "WorkingElsewhere": "working_elsewhere",
     "NoData": "busy",
 }
+DEFAULT_SHOW_AS = "busy"
 
-# Outlook's "Private" and "Confidential" hide an item from delegates; "Personal" only labels
-# it, so it is synced like a normal appointment.
-PRIVATE_SENSITIVITIES = {"Private", "Confidential"}
+# Outlook's "Private" and "Confidential" hide an item's details from delegates and shared
+# views; "Personal" is only a label (Outlook shows it to delegates), so it syncs as normal.
+PRIVATE_SENSITIVITIES = frozenset({"Private", "Confidential"})
 
-_CONDITIONAL_COMMENT = re.compile(r"<!--\[if[^\]]*\]>.*?<!\[endif\]-->", re.DOTALL | re.IGNORECASE)
-_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
-_OFFICE_TAG = re.compile(r"</?(?:o|v|w|m|st1):[^>]*>", re.IGNORECASE)
-_BLANK_RUNS = re.compile(r"\n{3,}")
+SERIES_ITEM_TYPES = frozenset({"Occurrence", "Exception"})
+
+# Outlook's HTML puts <div class=WordSection1> around everything: the "strict" profile (browser
+# defaults) does not indent divs as inscriptis' default "relaxed" profile does.
+_HTML_CONFIG = ParserConfig(
+    css=CSS_PROFILES["strict"], display_links=False, display_images=False, display_anchors=False
+)
 
 
-@functools.lru_cache(maxsize=4096)
+# --- bodies ----------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=8192)
 def html_to_text(html: str | None) -> str:
-    """Readable plain text from an (Outlook) HTML body: paragraphs and line breaks kept;
-    styles, scripts, comments and Office markup dropped; entities decoded."""
+    """Readable plain text from an (Outlook) HTML body.
+
+    Paragraphs and line breaks are kept; styles, scripts, comments (Outlook's conditional
+    comments included) and Office markup (<o:p>, <v:...>) are dropped by inscriptis' HTML
+    model; entities are decoded (&nbsp; becomes a space). Trailing spaces are stripped per
+    line, runs of empty lines collapse to one, and the whole text is stripped.
+    """
     if not html or not html.strip():
         return ""
-    from inscriptis import get_text
-    from inscriptis.model.config import ParserConfig
-
-    # Comments and Office namespace tags are removed before parsing: inscriptis would keep the
-    # text inside Outlook's conditional comments (<xml> settings) otherwise.
-    cleaned = _OFFICE_TAG.sub("", _COMMENT.sub("", _CONDITIONAL_COMMENT.sub("", html)))
-    text = get_text(cleaned, ParserConfig(display_links=False, display_images=False))
-    return tidy_text(text)
+    return _tidy(get_text(html, _HTML_CONFIG))
 
 
-def tidy_text(text: str | None) -> str:
-    """Normalise line endings, no-break spaces, trailing blanks and runs of empty lines."""
+def plain_text(text: str | None) -> str:
+    """A Text body as notes: only line endings are normalised (CRLF and CR become LF)."""
     if not text:
         return ""
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u00a0", " ")
-    lines = [line.strip() for line in text.split("\n")]
-    return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _iso_utc(value) -> str | None:
-    if value is None or value is pd.NaT or (isinstance(value, float) and value != value):
+def _tidy(text: str) -> str:
+    lines = [line.rstrip() for line in plain_text(text).replace("\u00a0", " ").split("\n")]
+    kept: list[str] = []
+    for line in lines:
+        if line or (kept and kept[-1]):
+            kept.append(line)
+    return "\n".join(kept).strip()
+
+
+def _is_html(body: str, body_type: object) -> bool:
+    if isinstance(body_type, str) and body_type.strip():
+        return body_type.strip().upper() == "HTML"
+    return body.lstrip().startswith("<")  # body type missing: trust the content
+
+
+def notes_columns(
+    bodies: pd.Series, body_types: pd.Series, *, keep_html: bool
+) -> tuple[pd.Series, pd.Series]:
+    """(notes, notes_html) for bodies: plain text always; the original HTML only with
+    ``keep_html``. Each distinct body is converted once; empty bodies are not parsed."""
+    keys = pd.Series(
+        list(zip(map(_str_or_none, bodies), map(_str_or_none, body_types), strict=True)),
+        index=bodies.index,
+        dtype=object,
+    )
+    converted: dict[tuple, tuple[str, str | None]] = {}
+    for key in keys.unique():
+        body, body_type = key
+        if not body:
+            converted[key] = ("", None)
+        elif _is_html(body, body_type):
+            converted[key] = (html_to_text(body), body if keep_html else None)
+        else:
+            converted[key] = (plain_text(body), None)
+    pairs = keys.map(converted)
+    notes = pd.Series([p[0] for p in pairs], index=bodies.index, dtype=object)
+    notes_html = pd.Series([p[1] for p in pairs], index=bodies.index, dtype=object)
+    return notes, notes_html
+
+
+# --- small rules --------------------------------------------------------------------------------
+
+
+def resolve_zone(timezone_iana: object, timezone_windows: object, fallback_zone: str) -> str:
+    """The item's IANA zone: its IANA name, else its Windows name mapped, else the fallback
+    (the connection's Exchange time zone) for customized, unknown or missing zones."""
+    for name in (timezone_iana, timezone_windows):
+        zone = windows_to_iana(name) if isinstance(name, str) else None
+        if zone is not None:
+            return zone
+    return fallback_zone
+
+
+def show_as(legacy_free_busy: object) -> str:
+    """The app's show-as for Exchange's LegacyFreeBusyStatus (see SHOW_AS)."""
+    return (
+        SHOW_AS.get(legacy_free_busy, DEFAULT_SHOW_AS)
+        if isinstance(legacy_free_busy, str)
+        else DEFAULT_SHOW_AS
+    )
+
+
+def first_category(categories: object) -> str | None:
+    """The app's single appointment type: the first non-blank Exchange category.
+
+    The app creates items with exactly one category; items with several (set in Outlook) keep
+    the first one Exchange lists, which is the order the user assigned them.
+    """
+    if categories is None or isinstance(categories, float):  # None / NaN
         return None
-    return pd.Timestamp(value).tz_convert(UTC).isoformat()
-
-
-def _local_date(instant, zone: str) -> date:
-    return pd.Timestamp(instant).tz_convert(ZoneInfo(zone)).date()
-
-
-def _as_date(value) -> date | None:
-    if value is None or value is pd.NaT or (isinstance(value, float) and value != value):
+    if isinstance(categories, str):
+        categories = [categories]
+    if not isinstance(categories, Iterable):
         return None
-    if isinstance(value, datetime):
+    for category in categories:
+        if isinstance(category, str) and category.strip():
+            return category.strip()
+    return None
+
+
+def _as_date(value: object) -> date | None:
+    if value is None or value is pd.NaT or isinstance(value, float):
+        return None
+    if isinstance(value, datetime):  # datetime first: it is a date subclass
         return value.date()
     if isinstance(value, date):
         return value
-    return pd.Timestamp(value).date()
+    if isinstance(value, str) and value.strip():
+        return date.fromisoformat(value.strip()[:10])
+    return None
 
 
-def fingerprint(row: dict) -> str:
-    """A stable digest of an appointment's content (FINGERPRINT_COLUMNS)."""
-    payload = []
-    for column in FINGERPRINT_COLUMNS:
-        value = row.get(column)
-        if value is None or value is pd.NaT or (isinstance(value, float) and value != value):
-            payload.append(None)
-        elif isinstance(value, datetime | pd.Timestamp):
-            payload.append(_iso_utc(value))
-        elif isinstance(value, date):
-            payload.append(value.isoformat())
-        elif hasattr(value, "item"):  # numpy scalars
-            payload.append(value.item())
-        else:
-            payload.append(value)
-    encoded = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str)
-    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
-def _first_category(categories) -> str | None:
-    # The app has one appointment type; Exchange items may carry several categories. The first
-    # one is the type (the app writes exactly one when it creates items).
-    if categories is None or (isinstance(categories, float) and categories != categories):
-        return None
-    items = list(categories)
-    return str(items[0]) if items else None
+def _objects(values: Iterable) -> pd.Series:
+    # object dtype keeps None as None (pandas 3 infers its str dtype, which turns None into NaN)
+    return pd.Series(list(values), dtype=object)
 
 
-def normalize_row(raw: dict, *, keep_html: bool, fallback_zone: str) -> dict:
-    """One raw Exchange item -> one normalised appointment row (NORMALIZED_COLUMNS)."""
-    zone = to_iana(raw.get("timezone_iana") or raw.get("timezone_windows"), fallback_zone)
-    body = raw.get("body")
-    body = None if body is None or (isinstance(body, float) and body != body) else str(body)
-    is_html = (raw.get("body_type") or "HTML").upper() == "HTML"
-    notes = html_to_text(body) if is_html else tidy_text(body)
-    notes_html = body if keep_html and is_html and body else None
-    starts_at = pd.Timestamp(raw["start"]).tz_convert(UTC).to_pydatetime()
-    ends_at = pd.Timestamp(raw["end"]).tz_convert(UTC).to_pydatetime()
-    all_day = bool(raw.get("is_all_day"))
-    if all_day and _as_date(raw.get("start_date")) is not None:
-        # Exchange's own dates: never recomputed from instants, so no zone can shift them.
-        start_date = _as_date(raw.get("start_date"))
-        end_date = _as_date(raw.get("end_date")) or start_date
-    else:
-        start_date = _local_date(starts_at, zone)
-        end_date = _local_date(ends_at, zone)
-    recurrence_id = raw.get("recurrence_id")
-    occurrence_key = _iso_utc(recurrence_id)
-    in_series = raw.get("item_type") in ("Occurrence", "Exception")
-    reminder = raw.get("reminder_minutes") if raw.get("reminder_is_set") else None
-    row = {
-        "ews_item_id": raw["item_id"],
-        "change_key": raw.get("change_key"),
-        "uid": raw.get("uid"),
-        "recurrence_id": pd.Timestamp(recurrence_id).tz_convert(UTC).to_pydatetime()
-        if occurrence_key
-        else None,
-        "series_key": raw.get("uid") if in_series else None,
-        "occurrence_key": occurrence_key if in_series else None,
-        "item_type": raw.get("item_type") or "Single",
-        "title": (raw.get("subject") or "").strip(),
-        "location": (raw.get("location") or "").strip(),
-        "notes": notes,
-        "notes_html": notes_html,
-        "starts_at": starts_at,
-        "ends_at": ends_at,
-        "all_day": all_day,
-        "start_date": start_date,
-        "end_date": end_date,
-        "time_zone": zone,
-        "is_private": raw.get("sensitivity") in PRIVATE_SENSITIVITIES,
-        "reminder_minutes": None if reminder is None or reminder != reminder else int(reminder),
-        "show_as": SHOW_AS.get(raw.get("legacy_free_busy") or "Busy", "busy"),
-        "category": _first_category(raw.get("categories")),
-    }
-    row["fingerprint"] = fingerprint(row)
-    return row
+def _text(values: pd.Series) -> pd.Series:
+    """Stripped strings; None/NaN become ''."""
+    return _objects(v.strip() if isinstance(v, str) else "" for v in values)
+
+
+def _utc(values: pd.Series) -> pd.Series:
+    """Aware UTC timestamps (naive values are taken as UTC, as EWS sends them)."""
+    return pd.to_datetime(values, utc=True)
+
+
+def _local_dates(instants: pd.Series, zones: pd.Series) -> pd.Series:
+    """The calendar date of each instant in its zone (grouped by zone: few distinct zones)."""
+    dates = pd.Series(None, index=instants.index, dtype=object)
+    for zone in zones.unique():
+        mask = zones == zone
+        dates[mask] = instants[mask].dt.tz_convert(zone).dt.date
+    return dates
+
+
+def _iso_z(instants: pd.Series) -> pd.Series:
+    text = instants.dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return text.astype(object).where(instants.notna(), None)
+
+
+# --- normalize ----------------------------------------------------------------------------------
 
 
 def normalize(
     raw: pd.DataFrame, *, keep_html: bool, sync_private: bool, fallback_zone: str
 ) -> pd.DataFrame:
-    """Raw Exchange items (RAW_COLUMNS) -> appointments (NORMALIZED_COLUMNS).
+    """Raw Exchange items (RAW_COLUMNS) -> appointments (NORMALIZED_COLUMNS), one row each.
 
     Series masters are dropped (a view already expanded them into occurrences); private items
     are dropped unless ``sync_private`` (then they are kept and flagged ``is_private``).
+    ``fallback_zone`` (IANA) is used for items whose zone is customized, unknown or missing.
+    The result does not depend on the host's time zone.
     """
-    if raw.empty:
-        return pd.DataFrame(columns=list(NORMALIZED_COLUMNS))
-    items = raw[raw["item_type"] != "RecurringMaster"]
+    missing = [c for c in RAW_COLUMNS if c not in raw.columns]
+    if missing:
+        raise EwsSyncError(f"transform.normalize: raw items lack columns {missing}")
+    if not is_valid_zone(fallback_zone):
+        raise EwsSyncError(
+            f"transform.normalize: fallback zone {fallback_zone!r} is not an IANA zone; "
+            "set the connection's Exchange time zone"
+        )
+    items = raw.loc[raw["item_type"] != "RecurringMaster"]
+    private = items["sensitivity"].isin(PRIVATE_SENSITIVITIES)
     if not sync_private:
-        items = items[~items["sensitivity"].isin(PRIVATE_SENSITIVITIES)]
-    rows = [
-        normalize_row(record, keep_html=keep_html, fallback_zone=fallback_zone)
-        for record in items.to_dict("records")
+        items, private = items.loc[~private], private.loc[~private]
+    if items.empty:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in NORMALIZED_COLUMNS})
+    items = items.reset_index(drop=True)
+    private = private.reset_index(drop=True)
+
+    zone_names = list(
+        zip(
+            map(_str_or_none, items["timezone_iana"]),
+            map(_str_or_none, items["timezone_windows"]),
+            strict=True,
+        )
+    )
+    zone_of = {pair: resolve_zone(*pair, fallback_zone) for pair in set(zone_names)}
+    time_zone = pd.Series([zone_of[pair] for pair in zone_names], dtype=object)
+    starts_at = _utc(items["start"])
+    ends_at = _utc(items["end"])
+    all_day = items["is_all_day"].fillna(False).astype(bool)
+    in_series = items["item_type"].isin(SERIES_ITEM_TYPES)
+
+    # All-day: Exchange's own dates, never recomputed from instants, so no zone (the item's,
+    # the connection's, the host's) can shift them. Timed items (and all-day items without
+    # dates): the local dates of start and end in the item's zone.
+    start_date = _local_dates(starts_at, time_zone)
+    end_date = _local_dates(ends_at, time_zone)
+    own_start = items["start_date"].map(_as_date)
+    own_end = items["end_date"].map(_as_date)
+    use_own = all_day & own_start.notna()
+    start_date[use_own] = own_start[use_own]
+    end_date[use_own] = own_end[use_own].where(own_end[use_own].notna(), own_start[use_own])
+    computed_all_day = all_day & ~use_own
+    if computed_all_day.any():
+        # Exchange's all-day end is the next midnight: the inclusive end is the day before.
+        last_instant = (ends_at - pd.Timedelta(microseconds=1)).where(
+            ends_at > starts_at, starts_at
+        )
+        inclusive = _local_dates(last_instant, time_zone)
+        end_date[computed_all_day] = inclusive[computed_all_day]
+
+    # An occurrence's original start is its start; an exception without one keeps its own
+    # start as key (a degraded key, but never a NULL one).
+    recurrence_id = _utc(items["recurrence_id"])
+    recurrence_id = recurrence_id.where(recurrence_id.notna() | ~in_series, starts_at)
+    occurrence_key = _iso_z(recurrence_id).where(in_series, None)
+    uid = items["uid"].astype(object).where(items["uid"].notna(), None)
+
+    reminder_set = items["reminder_is_set"].fillna(False).astype(bool)
+    reminder = pd.to_numeric(items["reminder_minutes"], errors="coerce").round().astype("Int64")
+    notes, notes_html = notes_columns(items["body"], items["body_type"], keep_html=keep_html)
+
+    frame = pd.DataFrame(
+        {
+            "ews_item_id": items["item_id"].astype(object),
+            "change_key": items["change_key"].astype(object),
+            "uid": uid,
+            "recurrence_id": recurrence_id,
+            "series_key": uid.where(in_series, None),
+            "occurrence_key": occurrence_key,
+            "item_type": items["item_type"].astype(object),
+            "title": _text(items["subject"]),
+            "location": _text(items["location"]),
+            "notes": notes,
+            "notes_html": notes_html,
+            "starts_at": starts_at,
+            "ends_at": ends_at,
+            "all_day": all_day,
+            "start_date": start_date,
+            "end_date": end_date,
+            "time_zone": time_zone,
+            "is_private": private.astype(bool),
+            "reminder_minutes": reminder.where(reminder_set, pd.NA),
+            "show_as": _objects(map(show_as, items["legacy_free_busy"])),
+            "category": _objects(map(first_category, items["categories"])),
+        }
+    )
+    frame["fingerprint"] = fingerprints(frame)
+    return frame.loc[:, list(NORMALIZED_COLUMNS)]
+
+
+def fingerprints(frame: pd.DataFrame) -> pd.Series:
+    """A stable SHA-256 hex digest per row over FINGERPRINT_COLUMNS (normalised content only:
+    no ids, change keys or modification times), the same on every host and pandas version."""
+    columns = [_canonical(frame[column]) for column in FINGERPRINT_COLUMNS]
+    digests = [
+        hashlib.sha256(
+            json.dumps(
+                [FINGERPRINT_VERSION, *row], ensure_ascii=False, separators=(",", ":")
+            ).encode("utf-8")
+        ).hexdigest()
+        for row in zip(*columns, strict=True)
     ]
-    return pd.DataFrame(rows, columns=list(NORMALIZED_COLUMNS))
+    return pd.Series(digests, index=frame.index, dtype=object)
+
+
+def _canonical(values: pd.Series) -> list:
+    """JSON-ready values: ISO-8601 UTC for instants, ISO dates, Python scalars, None."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return _iso_z(values.dt.tz_convert("UTC")).tolist()
+    if values.dtype == bool:
+        return values.tolist()
+    return [_scalar(value) for value in values.to_numpy(dtype=object)]
+
+
+def _scalar(value: object) -> object:
+    if isinstance(value, str | bool | int):
+        return value.item() if hasattr(value, "item") else value
+    if value is None or value is pd.NA or value is pd.NaT or value != value:
+        return None
+    if isinstance(value, datetime):
+        return pd.Timestamp(value).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(value, date):
+        return value.isoformat()
+    if hasattr(value, "item"):  # numpy scalar
+        return value.item()
+    return value
 
 
 def summarize(frame: pd.DataFrame) -> dict[str, int]:
-    """Counts for the run report: rows, private, all-day and recurring instances."""
+    """Counts for the run report: rows, private, all-day and recurring (in a series)."""
     if frame.empty:
         return {"rows": 0, "private": 0, "all_day": 0, "recurring": 0}
     return {
         "rows": len(frame),
-        "private": int(frame["is_private"].sum()),
-        "all_day": int(frame["all_day"].sum()),
+        "private": int(frame["is_private"].astype(bool).sum()),
+        "all_day": int(frame["all_day"].astype(bool).sum()),
         "recurring": int(frame["series_key"].notna().sum()),
     }
