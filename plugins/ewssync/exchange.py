@@ -25,6 +25,7 @@ import base64
 import logging
 import re
 import socket
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -46,7 +47,7 @@ from exchangelib import (
 )
 from exchangelib import errors as ews_errors
 from exchangelib.fields import TimeZoneField
-from exchangelib.protocol import BaseProtocol, NoVerifyHTTPAdapter
+from exchangelib.protocol import BaseProtocol, NoVerifyHTTPAdapter, Protocol
 from exchangelib.util import create_element
 from exchangelib.version import EXCHANGE_2007_SP1, EXCHANGE_2016
 
@@ -357,6 +358,7 @@ class EwsCalendar:
                 retry_policy=FaultTolerance(max_wait=self.settings.timeout_seconds * 2),
                 max_connections=4,
             )
+            _drop_stale_protocol(config)
             self._account = Account(
                 primary_smtp_address=self.settings.mailbox,
                 config=config,
@@ -673,6 +675,29 @@ class EwsCalendar:
             "last_modified": _utc(item.last_modified_time),
             "is_recurring": bool(item.is_recurring),
         }
+
+
+def _drop_stale_protocol(config: Configuration) -> None:
+    """Forget exchangelib's cached protocol for this endpoint and user if it was built otherwise.
+
+    exchangelib caches one Protocol per (endpoint, credentials) for the life of the process,
+    with the version and retry policy of the first caller. Without this, switching
+    use_2007_protocol and pressing Test again would still talk the old version.
+    """
+    try:
+        cached, _ = Protocol[config]
+    except KeyError:
+        return
+    stale = isinstance(cached, Exception) or (
+        cached.config.version.build != config.version.build
+        or cached.config.auth_type != config.auth_type
+        or getattr(cached.retry_policy, "max_wait", None) != config.retry_policy.max_wait
+    )
+    if stale:
+        with suppress(KeyError):
+            del Protocol[config]
+        if not isinstance(cached, Exception):
+            cached.close()
 
 
 def _utc(value: datetime | None) -> datetime | None:
