@@ -248,6 +248,15 @@ class ConnectionReport:
         return "\n".join(lines)
 
 
+# Errors about the mailbox, not the connection: the server answered and accepted the user.
+_MAILBOX_ERRORS = (
+    ews_errors.ErrorAccessDenied,
+    ews_errors.ErrorFolderNotFound,
+    ews_errors.ErrorNonExistentMailbox,
+    ews_errors.ErrorMailRecipientNotFound,
+    ews_errors.ErrorImpersonateUserDenied,
+)
+
 GENERAL = "General connection"
 SEND_RECEIVE = "Send/receive data"
 
@@ -384,6 +393,8 @@ class EwsCalendar:
         report = ConnectionReport()
         try:
             self.account.root.refresh()
+        except _MAILBOX_ERRORS:
+            pass  # the server accepted the credentials; part 2 says what is wrong with the mailbox
         except Exception as exc:
             report.parts.append(ReportPart(GENERAL, False, explain(exc, self.settings)))
             report.parts.append(ReportPart(SEND_RECEIVE, None, "the general connection failed"))
