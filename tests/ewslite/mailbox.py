@@ -1,0 +1,271 @@
+"""The mailbox model: items, series with modified and deleted occurrences, a change log."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import threading
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+# The Windows zones the tests use, mapped by hand (independent of ewssync's own table).
+WINDOWS_ZONES = {
+    "W. Europe Standard Time": "Europe/Berlin",
+    "GMT Standard Time": "Europe/London",
+    "Eastern Standard Time": "America/New_York",
+    "Tokyo Standard Time": "Asia/Tokyo",
+    "India Standard Time": "Asia/Kolkata",
+    "UTC": "UTC",
+}
+WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+
+def zone_of(windows_id: str | None) -> ZoneInfo:
+    return ZoneInfo(WINDOWS_ZONES.get(windows_id or "UTC", "UTC"))
+
+
+def new_id(kind: str = "item") -> str:
+    return base64.b64encode(f"{kind}:{uuid.uuid4().hex}".encode()).decode()
+
+
+def occurrence_id(master_id: str, original_start: datetime) -> str:
+    raw = f"occ|{master_id}|{original_start.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+    return base64.b64encode(raw.encode()).decode()
+
+
+@dataclass
+class Item:
+    item_id: str
+    change_key: str
+    uid: str
+    subject: str
+    start: datetime  # UTC
+    end: datetime  # UTC
+    timezone: str = "UTC"  # Windows id
+    is_all_day: bool = False
+    body: str = ""
+    body_type: str = "HTML"
+    location: str = ""
+    sensitivity: str = "Normal"
+    reminder_minutes: int | None = None
+    categories: list[str] = field(default_factory=list)
+    legacy_free_busy: str = "Busy"
+    recurrence: dict | None = None
+    modified: dict[datetime, dict] = field(default_factory=dict)  # original start -> overrides
+    deleted: set[datetime] = field(default_factory=set)
+    last_modified: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # set on expanded occurrences only
+    item_type: str = "Single"
+    recurrence_id: datetime | None = None
+
+
+def _expand_starts(master: Item, limit_end: datetime) -> list[datetime]:
+    """Original starts (UTC) of a series, expanded in the series' own zone (wall-clock time is
+    kept across DST changes)."""
+    rule = master.recurrence
+    zone = zone_of(master.timezone)
+    local_start = master.start.astimezone(zone)
+    first_day: date = rule.get("start") or local_start.date()
+    last_day: date | None = rule.get("end")
+    count: int | None = rule.get("count")
+    interval = int(rule.get("interval", 1))
+    pattern = rule["pattern"]
+    starts: list[datetime] = []
+    for n in itertools.count():
+        if pattern == "daily":
+            day = first_day + timedelta(days=n * interval)
+            days = [day]
+        elif pattern == "weekly":
+            week_start = (
+                first_day - timedelta(days=first_day.weekday()) + timedelta(weeks=n * interval)
+            )
+            days = [
+                week_start + timedelta(days=WEEKDAYS.index(name))
+                for name in rule.get("weekdays", [WEEKDAYS[first_day.weekday()]])
+            ]
+            days = sorted(d for d in days if d >= first_day)
+        elif pattern == "absolute_monthly":
+            month_index = first_day.month - 1 + n * interval
+            year, month = first_day.year + month_index // 12, month_index % 12 + 1
+            try:
+                days = [date(year, month, int(rule.get("day_of_month", first_day.day)))]
+            except ValueError:
+                days = []
+        else:
+            raise ValueError(f"pattern {pattern!r} not supported by this simulator")
+        for day in days:
+            if last_day and day > last_day:
+                return starts
+            start = datetime.combine(day, local_start.timetz().replace(tzinfo=None), tzinfo=zone)
+            if start.astimezone(UTC) >= limit_end:
+                return starts
+            starts.append(start.astimezone(UTC))
+            if count and len(starts) >= count:
+                return starts
+    return starts
+
+
+class Mailbox:
+    def __init__(self, email: str, password: str, calendar_access: bool = True):
+        self.email = email
+        self.password = password
+        self.calendar_access = calendar_access
+        self.store: dict[str, Item] = {}
+        self.log: list[tuple[int, str]] = []  # (sequence, item id) of every change
+        self.sequence = 0
+        self.lock = threading.RLock()
+
+    # --- changes, as Outlook would make them ---------------------------------------------
+
+    def _touch(self, item: Item) -> None:
+        self.sequence += 1
+        item.change_key = base64.b64encode(f"ck{self.sequence}".encode()).decode()
+        item.last_modified = datetime.now(UTC)
+        self.log.append((self.sequence, item.item_id))
+
+    def create(self, subject: str, start: datetime, end: datetime, **fields) -> str:
+        with self.lock:
+            timezone = fields.pop("timezone", "UTC")
+            item = Item(
+                item_id=new_id(),
+                change_key="",
+                uid=fields.pop("uid", None) or uuid.uuid4().hex.upper(),
+                subject=subject,
+                start=start.astimezone(UTC),
+                end=end.astimezone(UTC),
+                timezone=timezone,
+                **fields,
+            )
+            self.store[item.item_id] = item
+            self._touch(item)
+            return item.item_id
+
+    def update(self, item_id: str, **fields) -> None:
+        with self.lock:
+            item = self.store[item_id]
+            for name, value in fields.items():
+                if name in ("start", "end") and value is not None:
+                    value = value.astimezone(UTC)
+                setattr(item, name, value)
+            self._touch(item)
+
+    def move(self, item_id: str, start: datetime, end: datetime) -> None:
+        self.update(item_id, start=start, end=end)
+
+    def delete(self, item_id: str) -> None:
+        with self.lock:
+            master, original = self.resolve_occurrence(item_id)
+            if master is not None:
+                self.delete_occurrence(master.item_id, original)
+                return
+            item = self.store.pop(item_id)
+            self.sequence += 1
+            self.log.append((self.sequence, item.item_id))
+
+    def modify_occurrence(self, master_id: str, original_start: datetime, **fields) -> str:
+        with self.lock:
+            master = self.store[master_id]
+            original = original_start.astimezone(UTC)
+            overrides = master.modified.setdefault(original, {})
+            for name, value in fields.items():
+                overrides[name] = value.astimezone(UTC) if isinstance(value, datetime) else value
+            self._touch(master)
+            return occurrence_id(master_id, original)
+
+    def delete_occurrence(self, master_id: str, original_start: datetime) -> None:
+        with self.lock:
+            master = self.store[master_id]
+            original = original_start.astimezone(UTC)
+            master.deleted.add(original)
+            master.modified.pop(original, None)
+            self._touch(master)
+
+    # --- reading ------------------------------------------------------------------------
+
+    def resolve_occurrence(self, item_id: str) -> tuple[Item | None, datetime | None]:
+        try:
+            raw = base64.b64decode(item_id).decode()
+        except ValueError:
+            return None, None
+        if not raw.startswith("occ|"):
+            return None, None
+        _, master_id, stamp = raw.split("|")
+        master = self.store.get(master_id)
+        original = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        return master, original
+
+    def instance(self, master: Item, original: datetime) -> Item | None:
+        """One occurrence or exception of a series, or None if it does not exist."""
+        if original in master.deleted:
+            return None
+        if original not in _expand_starts(master, original + timedelta(seconds=1)):
+            return None
+        duration = master.end - master.start
+        overrides = master.modified.get(original, {})
+        return replace(
+            master,
+            item_id=occurrence_id(master.item_id, original),
+            change_key=master.change_key + ("x" if overrides else "o"),
+            start=overrides.get("start", original),
+            end=overrides.get("end", original + duration),
+            recurrence=None,
+            modified={},
+            deleted=set(),
+            item_type="Exception" if overrides else "Occurrence",
+            recurrence_id=original,
+            **{k: v for k, v in overrides.items() if k not in ("start", "end")},
+        )
+
+    def get(self, item_id: str) -> Item | None:
+        with self.lock:
+            if item_id in self.store:
+                item = self.store[item_id]
+                if item.recurrence:
+                    return replace(item, item_type="RecurringMaster")
+                return item
+            master, original = self.resolve_occurrence(item_id)
+            if master is None:
+                return None
+            return self.instance(master, original)
+
+    def occurrences(self, start: datetime, end: datetime) -> list[Item]:
+        """What a CalendarView over [start, end) returns: singles, occurrences, exceptions."""
+        found: list[Item] = []
+        with self.lock:
+            for item in self.store.values():
+                if not item.recurrence:
+                    if item.start < end and item.end > start:
+                        found.append(item)
+                    continue
+                horizon = end + timedelta(days=366)  # exceptions may move later
+                for original in _expand_starts(item, horizon):
+                    occurrence = self.instance(item, original)
+                    if occurrence and occurrence.start < end and occurrence.end > start:
+                        found.append(occurrence)
+        return sorted(found, key=lambda i: (i.start, i.item_id))
+
+    def changes_since(self, sequence: int) -> tuple[list[tuple[str, str]], int]:
+        """(kind, item id) per item changed after ``sequence``: create, update or delete."""
+        with self.lock:
+            first_seen: dict[str, int] = {}
+            changed: list[str] = []
+            for seq, item_id in self.log:
+                if seq <= sequence:
+                    first_seen.setdefault(item_id, seq)
+                    continue
+                if item_id not in changed:
+                    changed.append(item_id)
+            result = []
+            for item_id in changed:
+                existed_before = item_id in first_seen
+                if item_id in self.store:
+                    result.append(("Update" if existed_before else "Create", item_id))
+                elif existed_before:
+                    result.append(("Delete", item_id))
+            return result, self.sequence
+
+    def items(self) -> list[Item]:
+        with self.lock:
+            return list(self.store.values())

@@ -1,0 +1,413 @@
+"""The wire: EWS SOAP over HTTP, Basic auth, one handler per operation."""
+
+from __future__ import annotations
+
+import base64
+import collections
+import json
+import threading
+import time
+from datetime import UTC, date, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from xml.sax.saxutils import escape
+
+from lxml import etree
+
+from tests.ewslite.mailbox import WINDOWS_ZONES, Item, Mailbox, zone_of
+
+S = "http://schemas.xmlsoap.org/soap/envelope/"
+M = "http://schemas.microsoft.com/exchange/services/2006/messages"
+T = "http://schemas.microsoft.com/exchange/services/2006/types"
+NS = {"s": S, "m": M, "t": T}
+
+VERSIONS = {
+    "Exchange2016": ('MajorVersion="15" MinorVersion="1" MajorBuildNumber="2507" '
+                     'MinorBuildNumber="6" Version="V2017_07_11"'),
+    "Exchange2007_SP1": ('MajorVersion="8" MinorVersion="1" MajorBuildNumber="240" '
+                         'MinorBuildNumber="6" Version="Exchange2007_SP1"'),
+}  # fmt: skip
+ROOT_ID = base64.b64encode(b"folder:root").decode()
+CALENDAR_ID = base64.b64encode(b"folder:calendar").decode()
+
+
+def utc(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_dt(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+class EwsError(Exception):
+    def __init__(self, code: str, text: str):
+        super().__init__(text)
+        self.code, self.text = code, text
+
+
+def error_message(operation: str, code: str, text: str, inner: str = "") -> str:
+    return (
+        f'<m:{operation}ResponseMessage ResponseClass="Error"><m:MessageText>{escape(text)}'
+        f"</m:MessageText><m:ResponseCode>{code}</m:ResponseCode>"
+        f"<m:DescriptiveLinkKey>0</m:DescriptiveLinkKey>{inner}</m:{operation}ResponseMessage>"
+    )
+
+
+class EwsSimulator:
+    """A local Exchange server; see tests/ewssim's contract for the control API."""
+
+    def __init__(self, dialect: str = "Exchange2016", max_view_items: int = 1000,
+                 strict_schema: bool = False, latency: float = 0.0):  # fmt: skip
+        self.dialect = dialect
+        self.max_view_items = max_view_items
+        self.latency = latency
+        self.mailboxes: dict[str, Mailbox] = {}
+        self.request_counts: collections.Counter = collections.Counter()
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._lock = threading.Lock()
+
+    # --- control API ----------------------------------------------------------------------
+
+    def add_mailbox(self, email: str, password: str, calendar_access: bool = True) -> Mailbox:
+        mailbox = Mailbox(email.lower(), password, calendar_access)
+        self.mailboxes[email.lower()] = mailbox
+        return mailbox
+
+    def mailbox(self, email: str) -> Mailbox:
+        return self.mailboxes[email.lower()]
+
+    def load_fixture(self, path, shift_to=None) -> None:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        for box in data["mailboxes"]:
+            mailbox = self.mailboxes.get(box["email"].lower()) or self.add_mailbox(
+                box["email"], box.get("password", "secret")
+            )
+            for spec in box["items"]:
+                spec = dict(spec)
+                start, end = parse_dt(spec.pop("start")), parse_dt(spec.pop("end"))
+                if spec.get("recurrence"):
+                    rule = spec["recurrence"]
+                    for key in ("start", "end"):
+                        if rule.get(key):
+                            rule[key] = date.fromisoformat(rule[key])
+                mailbox.create(start=start, end=end, **spec)
+
+    def reset_counters(self) -> None:
+        with self._lock:
+            self.request_counts.clear()
+            self.bytes_in = self.bytes_out = 0
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/EWS/Exchange.asmx"
+
+    def start(self, port: int = 0) -> EwsSimulator:
+        simulator = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):  # noqa: N802
+                length = int(self.headers.get("Content-Length", 0))
+                body = self.rfile.read(length)
+                status, payload = simulator.handle(self.headers.get("Authorization", ""), body)
+                self.send_response(status)
+                self.send_header("Content-Type", "text/xml; charset=utf-8")
+                self.send_header("Content-Length", str(len(payload)))
+                if status == 401:
+                    self.send_header("WWW-Authenticate", 'Basic realm="ews"')
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # --- dispatch -------------------------------------------------------------------------
+
+    def _authenticate(self, header: str) -> Mailbox | None:
+        if not header.startswith("Basic "):
+            return None
+        user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        mailbox = self.mailboxes.get(user.lower())
+        return mailbox if mailbox and mailbox.password == password else None
+
+    def handle(self, auth: str, body: bytes) -> tuple[int, bytes]:
+        if self.latency:
+            time.sleep(self.latency)
+        user = self._authenticate(auth)
+        if user is None:
+            return 401, b""
+        root = etree.fromstring(body)
+        request = root.find("s:Body", NS)[0]
+        operation = etree.QName(request).localname
+        mailbox = self._target(root, request) or user
+        handler = getattr(self, f"op_{operation}", None)
+        if handler is None:
+            inner = error_message(operation, "ErrorInvalidRequest", f"{operation} not supported")
+        else:
+            inner = handler(mailbox, request)
+        payload = (
+            '<?xml version="1.0" encoding="utf-8"?>'
+            f'<s:Envelope xmlns:s="{S}" xmlns:m="{M}" xmlns:t="{T}"><s:Header>'
+            f"<t:ServerVersionInfo {VERSIONS[self.dialect]}/></s:Header><s:Body>"
+            f"<m:{operation}Response><m:ResponseMessages>{inner}</m:ResponseMessages>"
+            f"</m:{operation}Response></s:Body></s:Envelope>"
+        ).encode()
+        with self._lock:
+            self.request_counts[operation] += 1
+            self.bytes_in += len(body)
+            self.bytes_out += len(payload)
+        return 200, payload
+
+    def _target(self, root, request) -> Mailbox | None:
+        address = request.find(".//t:Mailbox/t:EmailAddress", NS)
+        if address is None:
+            address = root.find(".//t:ExchangeImpersonation//t:PrimarySmtpAddress", NS)
+        return self.mailboxes.get(address.text.lower()) if address is not None else None
+
+    # --- operations -----------------------------------------------------------------------
+
+    def op_GetFolder(self, mailbox: Mailbox, request) -> str:  # noqa: N802
+        parts = []
+        for folder in request.find("m:FolderIds", NS):
+            name = folder.get("Id")
+            if etree.QName(folder).localname == "FolderId":
+                name = "calendar" if name == CALENDAR_ID else "root"
+            if name == "calendar" and not mailbox.calendar_access:
+                parts.append(error_message("GetFolder", "ErrorAccessDenied", "Access is denied.",
+                                           "<m:Folders/>"))  # fmt: skip
+                continue
+            if name == "calendar":
+                count = len(mailbox.store)
+                xml = (f'<t:CalendarFolder><t:FolderId Id="{CALENDAR_ID}" ChangeKey="AQ=="/>'
+                       "<t:FolderClass>IPF.Appointment</t:FolderClass>"
+                       f"<t:DisplayName>Calendar</t:DisplayName><t:TotalCount>{count}</t:TotalCount>"
+                       "<t:ChildFolderCount>0</t:ChildFolderCount></t:CalendarFolder>")  # fmt: skip
+            else:
+                xml = (f'<t:Folder><t:FolderId Id="{ROOT_ID}" ChangeKey="AQ=="/>'
+                       "<t:DisplayName>Root</t:DisplayName><t:TotalCount>0</t:TotalCount>"
+                       "<t:ChildFolderCount>1</t:ChildFolderCount></t:Folder>")  # fmt: skip
+            parts.append(
+                '<m:GetFolderResponseMessage ResponseClass="Success"><m:ResponseCode>NoError'
+                f"</m:ResponseCode><m:Folders>{xml}</m:Folders></m:GetFolderResponseMessage>"
+            )
+        return "".join(parts)
+
+    def op_FindItem(self, mailbox: Mailbox, request) -> str:  # noqa: N802
+        if not mailbox.calendar_access:
+            return error_message("FindItem", "ErrorAccessDenied", "Access is denied.")
+        view = request.find("m:CalendarView", NS)
+        fields = self._fields(request)
+        if view is None:
+            items = [mailbox.get(i.item_id) for i in mailbox.items()]
+            last = True
+        else:
+            start, end = parse_dt(view.get("StartDate")), parse_dt(view.get("EndDate"))
+            if (end - start).days > 731:
+                return error_message("FindItem", "ErrorCalendarViewRangeTooBig",
+                                     "The calendar view range is too big.")  # fmt: skip
+            items = mailbox.occurrences(start, end)
+            maximum = view.get("MaxEntriesReturned")
+            if maximum is None and len(items) > self.max_view_items:
+                return error_message("FindItem", "ErrorExceededFindCountLimit",
+                                     "The view exceeded the find count limit.")  # fmt: skip
+            limit = min(int(maximum or self.max_view_items), self.max_view_items)
+            last = len(items) <= limit
+            items = items[:limit]
+        body = "".join(self.item_xml(i, fields) for i in items)
+        return (
+            '<m:FindItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError'
+            f'</m:ResponseCode><m:RootFolder TotalItemsInView="{len(items)}" '
+            f'IncludesLastItemInRange="{str(last).lower()}"><t:Items>{body}</t:Items>'
+            "</m:RootFolder></m:FindItemResponseMessage>"
+        )
+
+    def op_GetItem(self, mailbox: Mailbox, request) -> str:  # noqa: N802
+        fields = self._fields(request)
+        parts = []
+        for ref in request.find("m:ItemIds", NS):
+            if not mailbox.calendar_access:
+                parts.append(error_message("GetItem", "ErrorAccessDenied", "Access is denied.",
+                                           "<m:Items/>"))  # fmt: skip
+                continue
+            item = mailbox.get(ref.get("Id"))
+            if item is None:
+                parts.append(error_message("GetItem", "ErrorItemNotFound",
+                                           "The specified object was not found in the store.",
+                                           "<m:Items/>"))  # fmt: skip
+                continue
+            parts.append(
+                '<m:GetItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError'
+                f"</m:ResponseCode><m:Items>{self.item_xml(item, fields)}</m:Items>"
+                "</m:GetItemResponseMessage>"
+            )
+        return "".join(parts)
+
+    def op_SyncFolderItems(self, mailbox: Mailbox, request) -> str:  # noqa: N802
+        if not mailbox.calendar_access:
+            return error_message("SyncFolderItems", "ErrorAccessDenied", "Access is denied.")
+        state = request.find("m:SyncState", NS)
+        try:
+            since = (
+                int(base64.b64decode(state.text).decode())
+                if state is not None and state.text
+                else 0
+            )
+        except ValueError:
+            return error_message("SyncFolderItems", "ErrorInvalidSyncStateData", "Bad state.")
+        maximum = int(request.findtext("m:MaxChangesReturned", "512", NS))
+        changes, current = mailbox.changes_since(since)
+        page, last = changes[:maximum], len(changes) <= maximum
+        if not last:  # the state after the page: the highest sequence among the page's items
+            current = max(seq for seq, item_id in mailbox.log if item_id in {i for _, i in page})
+        fields = self._fields(request)
+        body = []
+        for kind, item_id in page:
+            if kind == "Delete":
+                body.append(f'<t:Delete><t:ItemId Id="{item_id}" ChangeKey="AA=="/></t:Delete>')
+            else:
+                item = mailbox.get(item_id)
+                body.append(f"<t:{kind}>{self.item_xml(item, fields)}</t:{kind}>")
+        token = base64.b64encode(str(current).encode()).decode()
+        return (
+            '<m:SyncFolderItemsResponseMessage ResponseClass="Success"><m:ResponseCode>NoError'
+            f"</m:ResponseCode><m:SyncState>{token}</m:SyncState><m:IncludesLastItemInRange>"
+            f"{str(last).lower()}</m:IncludesLastItemInRange><m:Changes>{''.join(body)}"
+            "</m:Changes></m:SyncFolderItemsResponseMessage>"
+        )
+
+    def op_CreateItem(self, mailbox: Mailbox, request) -> str:  # noqa: N802
+        parts = []
+        for element in request.find("m:Items", NS):
+            if not mailbox.calendar_access:
+                parts.append(error_message("CreateItem", "ErrorAccessDenied", "Access is denied.",
+                                           "<m:Items/>"))  # fmt: skip
+                continue
+            text = lambda tag, d=None, e=element: e.findtext(f"t:{tag}", d, NS)  # noqa: E731
+            body = element.find("t:Body", NS)
+            zone = element.find("t:StartTimeZone", NS)
+            if zone is None:
+                zone = element.find("t:MeetingTimeZone", NS)
+            zone_id = None if zone is None else (zone.get("Id") or zone.get("TimeZoneName"))
+            item_id = mailbox.create(
+                subject=text("Subject", ""),
+                start=parse_dt(text("Start")),
+                end=parse_dt(text("End")),
+                timezone=zone_id if zone_id in WINDOWS_ZONES else "UTC",
+                body=body.text or "" if body is not None else "",
+                body_type=body.get("BodyType", "HTML") if body is not None else "HTML",
+                location=text("Location", ""),
+                is_all_day=text("IsAllDayEvent", "false") == "true",
+                reminder_minutes=int(text("ReminderMinutesBeforeStart", "15"))
+                if text("ReminderIsSet", "false") == "true"
+                else None,
+            )
+            item = mailbox.get(item_id)
+            parts.append(
+                '<m:CreateItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError'
+                f'</m:ResponseCode><m:Items><t:CalendarItem><t:ItemId Id="{item.item_id}" '
+                f'ChangeKey="{item.change_key}"/></t:CalendarItem></m:Items>'
+                "</m:CreateItemResponseMessage>"
+            )
+        return "".join(parts)
+
+    def op_DeleteItem(self, mailbox: Mailbox, request) -> str:  # noqa: N802
+        parts = []
+        for ref in request.find("m:ItemIds", NS):
+            if mailbox.get(ref.get("Id")) is None:
+                parts.append(error_message("DeleteItem", "ErrorItemNotFound",
+                                           "The specified object was not found in the store."))  # fmt: skip
+                continue
+            mailbox.delete(ref.get("Id"))
+            parts.append(
+                '<m:DeleteItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError'
+                "</m:ResponseCode></m:DeleteItemResponseMessage>"
+            )
+        return "".join(parts)
+
+    # --- serialisation --------------------------------------------------------------------
+
+    def _fields(self, request) -> set[str] | None:
+        """FieldURIs asked for; None = all properties."""
+        shape = request.find(".//m:ItemShape", NS)
+        if shape is None:
+            return None
+        base = shape.findtext("t:BaseShape", "AllProperties", NS)
+        asked = {f.get("FieldURI") for f in shape.iterfind(".//t:FieldURI", NS)}
+        return None if base in ("AllProperties", "Default") and not asked else asked
+
+    def item_xml(self, item: Item, fields: set[str] | None) -> str:
+        def want(uri: str) -> bool:
+            return fields is None or uri in fields
+
+        out = [f'<t:ItemId Id="{item.item_id}" ChangeKey="{item.change_key}"/>']
+        if want("item:Subject"):
+            out.append(f"<t:Subject>{escape(item.subject)}</t:Subject>")
+        if want("item:Sensitivity"):
+            out.append(f"<t:Sensitivity>{item.sensitivity}</t:Sensitivity>")
+        if want("item:Body"):
+            out.append(f'<t:Body BodyType="{item.body_type}">{escape(item.body or "")}</t:Body>')
+        if want("item:Categories") and item.categories:
+            strings = "".join(f"<t:String>{escape(c)}</t:String>" for c in item.categories)
+            out.append(f"<t:Categories>{strings}</t:Categories>")
+        if want("item:ReminderIsSet"):
+            out.append(
+                f"<t:ReminderIsSet>{str(item.reminder_minutes is not None).lower()}</t:ReminderIsSet>"
+            )
+        if want("item:ReminderMinutesBeforeStart"):
+            out.append(
+                f"<t:ReminderMinutesBeforeStart>{item.reminder_minutes or 0}</t:ReminderMinutesBeforeStart>"
+            )
+        if want("item:LastModifiedTime"):
+            out.append(f"<t:LastModifiedTime>{utc(item.last_modified)}</t:LastModifiedTime>")
+        if want("calendar:UID"):
+            out.append(f"<t:UID>{item.uid}</t:UID>")
+        if want("calendar:RecurrenceId") and item.recurrence_id:
+            out.append(f"<t:RecurrenceId>{utc(item.recurrence_id)}</t:RecurrenceId>")
+        if want("calendar:Start"):
+            out.append(f"<t:Start>{utc(item.start)}</t:Start>")
+        if want("calendar:End"):
+            out.append(f"<t:End>{utc(item.end)}</t:End>")
+        if want("calendar:IsAllDayEvent"):
+            out.append(f"<t:IsAllDayEvent>{str(item.is_all_day).lower()}</t:IsAllDayEvent>")
+        if want("calendar:LegacyFreeBusyStatus"):
+            out.append(f"<t:LegacyFreeBusyStatus>{item.legacy_free_busy}</t:LegacyFreeBusyStatus>")
+        if want("calendar:Location"):
+            out.append(f"<t:Location>{escape(item.location or '')}</t:Location>")
+        if want("calendar:IsRecurring"):
+            recurring = item.item_type != "Single"
+            out.append(f"<t:IsRecurring>{str(recurring).lower()}</t:IsRecurring>")
+        if want("calendar:CalendarItemType"):
+            out.append(f"<t:CalendarItemType>{item.item_type}</t:CalendarItemType>")
+        zone = escape(item.timezone)
+        if self.dialect == "Exchange2007_SP1":
+            if want("calendar:MeetingTimeZone"):
+                out.append(f'<t:MeetingTimeZone TimeZoneName="{zone}"/>')
+        else:
+            if want("calendar:StartTimeZone"):
+                out.append(f'<t:StartTimeZone Id="{zone}" Name="{zone}"/>')
+            if want("calendar:EndTimeZone"):
+                out.append(f'<t:EndTimeZone Id="{zone}" Name="{zone}"/>')
+        return f"<t:CalendarItem>{''.join(out)}</t:CalendarItem>"
+
+
+__all__ = ["EwsSimulator", "zone_of"]
