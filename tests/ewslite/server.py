@@ -7,7 +7,7 @@ import collections
 import json
 import threading
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from xml.sax.saxutils import escape
 
@@ -36,6 +36,12 @@ def utc(value: datetime) -> str:
 
 def parse_dt(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _shift_local(instant: datetime, shift: timedelta, zone) -> datetime:
+    """Move an instant by whole weeks keeping its wall-clock time in its zone (DST-safe)."""
+    local = instant.astimezone(zone).replace(tzinfo=None) + shift
+    return local.replace(tzinfo=zone).astimezone(UTC)
 
 
 class EwsError(Exception):
@@ -77,22 +83,48 @@ class EwsSimulator:
     def mailbox(self, email: str) -> Mailbox:
         return self.mailboxes[email.lower()]
 
-    def load_fixture(self, path, shift_to=None) -> None:
+    def load_fixture(self, path, shift_to=None, default_mailbox: str | None = None) -> None:
+        """Seed mailboxes from a fixture file (see fixtures/realistic.json).
+
+        :param shift_to: a date; every item moves by whole weeks so that the fixture's anchor
+            week becomes that date's week (weekdays, wall-clock times and zones are kept).
+        :param default_mailbox: the mailbox for fixture items that name none.
+        """
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
+        shift = timedelta(0)
+        if shift_to is not None:
+            anchor = date.fromisoformat(data["anchor"])
+            shift = timedelta(weeks=round((shift_to - anchor).days / 7))
         for box in data["mailboxes"]:
-            mailbox = self.mailboxes.get(box["email"].lower()) or self.add_mailbox(
-                box["email"], box.get("password", "secret")
+            email = box.get("email") or default_mailbox
+            mailbox = self.mailboxes.get(email.lower()) or self.add_mailbox(
+                email, box.get("password", "secret")
             )
             for spec in box["items"]:
                 spec = dict(spec)
-                start, end = parse_dt(spec.pop("start")), parse_dt(spec.pop("end"))
+                zone = zone_of(spec.get("timezone"))
+                start = _shift_local(parse_dt(spec.pop("start")), shift, zone)
+                end = _shift_local(parse_dt(spec.pop("end")), shift, zone)
+                occurrences = spec.pop("modified_occurrences", [])
+                deleted = spec.pop("deleted_occurrences", [])
                 if spec.get("recurrence"):
-                    rule = spec["recurrence"]
+                    rule = spec["recurrence"] = dict(spec["recurrence"])
                     for key in ("start", "end"):
                         if rule.get(key):
-                            rule[key] = date.fromisoformat(rule[key])
-                mailbox.create(start=start, end=end, **spec)
+                            rule[key] = date.fromisoformat(rule[key]) + shift
+                item_id = mailbox.create(start=start, end=end, **spec)
+                for change in occurrences:
+                    change = dict(change)
+                    original = _shift_local(parse_dt(change.pop("original_start")), shift, zone)
+                    for key in ("start", "end"):
+                        if key in change:
+                            change[key] = _shift_local(parse_dt(change[key]), shift, zone)
+                    mailbox.modify_occurrence(item_id, original, **change)
+                for original in deleted:
+                    mailbox.delete_occurrence(
+                        item_id, _shift_local(parse_dt(original), shift, zone)
+                    )
 
     def reset_counters(self) -> None:
         with self._lock:
@@ -104,7 +136,7 @@ class EwsSimulator:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}/EWS/Exchange.asmx"
 
-    def start(self, port: int = 0) -> EwsSimulator:
+    def start(self, port: int = 0, host: str = "127.0.0.1") -> EwsSimulator:
         simulator = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -125,7 +157,7 @@ class EwsSimulator:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self

@@ -1,0 +1,189 @@
+"""`make demo`: a real sync from the built-in Exchange simulator into the local PostgreSQL.
+
+Starts the simulator with the realistic fixture mailbox (shifted to this week), prepares the
+calendar database, registers a demo `ews` connection, runs the generated DAG with
+`airflow dags test`, then prints what landed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+
+REPO = Path(__file__).resolve().parents[1]
+STATE = REPO / ".demo"
+SERVER_DSN = os.environ.get(
+    "EWSSYNC_DEMO_SERVER_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+DEMO_DB = os.environ.get("EWSSYNC_DEMO_DB", "ewssync_demo")
+CONN_ID = "ews_demo"
+MAILBOX, PASSWORD = "demo@example.com", "demo"
+
+
+def say(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+def demo_dsn() -> str:
+    parts = urlsplit(SERVER_DSN)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{DEMO_DB}", "", ""))
+
+
+def prepare_database() -> str:
+    try:
+        admin = psycopg2.connect(SERVER_DSN, connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        sys.exit(
+            f"make demo: no PostgreSQL answers at {SERVER_DSN} ({exc}).\n"
+            "Start it (pg_ctlcluster 15 main start) or set EWSSYNC_DEMO_SERVER_DSN."
+        )
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DEMO_DB,))
+        if not cur.fetchone():
+            cur.execute(f'CREATE DATABASE "{DEMO_DB}"')
+    admin.close()
+    from ewssync import store
+
+    dsn = demo_dsn()
+    applied = store.migrate(dsn)
+    say(f"calendar database {DEMO_DB}: migrations applied now: {applied or 'none (current)'}")
+    with store.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO calendar.users (login, email, display_name) VALUES (%s, %s, %s) "
+            "ON CONFLICT (login) DO NOTHING",
+            ("demo", MAILBOX, "Demo Technician"),
+        )
+    return dsn
+
+
+def start_simulator() -> tuple[subprocess.Popen, str]:
+    seed = REPO / "tests" / "ewslite" / "fixtures" / "realistic.json"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.ewslite", "--port", "0", "--seed", str(seed),
+         "--user", MAILBOX, "--password", PASSWORD, "--shift-to-today"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    url = process.stdout.readline().strip()
+    if not url.startswith("http"):
+        process.kill()
+        sys.exit(f"make demo: the simulator did not start (it printed {url!r})")
+    say(f"Exchange simulator (Exchange2016) at {url}, mailbox {MAILBOX}")
+    return process, url
+
+
+def airflow_env(url: str, dsn: str) -> dict[str, str]:
+    home = STATE / "airflow"
+    home.mkdir(parents=True, exist_ok=True)
+    connection = {
+        "conn_type": "ews",
+        "description": "Demo technician's mailbox (simulator)",
+        "host": url,
+        "login": MAILBOX,
+        "password": PASSWORD,
+        "extra": {
+            "app_user": "demo",
+            "exchange_timezone": "Europe/Berlin",
+            "weeks_back": 6,
+            "weeks_ahead": 12,
+        },
+    }
+    env = dict(os.environ)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+            "EWSSYNC_SQL_DIR": str(REPO / "include" / "sql"),
+            f"AIRFLOW_CONN_{CONN_ID.upper()}": json.dumps(connection),
+            "AIRFLOW_CONN_EWSSYNC_DB": dsn,
+        }
+    )
+    return env
+
+
+def airflow(env: dict[str, str], *args: str) -> None:
+    binary = Path(sys.executable).parent / "airflow"
+    subprocess.run([str(binary), *args], env=env, check=True)
+
+
+def print_summary(dsn: str) -> None:
+    from ewssync import store
+
+    with store.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT start_date, count(*), string_agg(left(title, 28), ' | ' ORDER BY starts_at) "
+            "FROM calendar.live_appointments GROUP BY 1 ORDER BY 1"
+        )
+        days = cur.fetchall()
+        cur.execute(
+            "SELECT count(*), count(*) FILTER (WHERE is_private), "
+            "count(*) FILTER (WHERE series_key IS NOT NULL), count(*) FILTER (WHERE all_day) "
+            "FROM calendar.live_appointments"
+        )
+        total, private, recurring, all_day = cur.fetchone()
+        cur.execute(
+            "SELECT status, mode, counts, durations FROM ewssync.sync_runs ORDER BY id DESC LIMIT 1"
+        )
+        last_run = cur.fetchone()
+    print("\nAppointments per day (calendar.live_appointments):")
+    print(f"  {'day':<12} {'n':>3}  titles")
+    for day, count, names in days:
+        print(f"  {day!s:<12} {count:>3}  {names[:90]}")
+    print(
+        f"\n  total {total}, private {private}, recurring instances {recurring}, all-day {all_day}"
+    )
+    if last_run:
+        status, mode, counts, durations = last_run
+        print(f"\nLast run: {status} ({mode}); counts {counts}; seconds {durations}")
+
+
+def main() -> None:
+    STATE.mkdir(exist_ok=True)
+    dsn = prepare_database()
+    simulator, url = start_simulator()
+    try:
+        env = airflow_env(url, dsn)
+        say("Airflow metadata database (sqlite in .demo/airflow)")
+        airflow(env, "db", "migrate")
+        say(f"airflow dags test ewssync__{CONN_ID}")
+        started = time.monotonic()
+        airflow(env, "dags", "test", f"ewssync__{CONN_ID}")
+        say(f"sync finished in {time.monotonic() - started:.1f} s")
+        print_summary(dsn)
+    finally:
+        simulator.terminate()
+        simulator.wait(timeout=10)
+    ui_url = "http://127.0.0.1:8765/EWS/Exchange.asmx"
+    env_file = STATE / "env.sh"
+    keep = ("AIRFLOW_HOME", "AIRFLOW__", "AIRFLOW_CONN_", "EWSSYNC_")
+    lines = [
+        f"export {key}={shlex.quote(value)}"
+        for key, value in sorted(airflow_env(ui_url, dsn).items())
+        if key.startswith(keep)
+    ]
+    env_file.write_text("\n".join(lines) + "\n")
+    print(
+        "\nTo browse the same setup in the Airflow UI:\n"
+        f"  source .venv/bin/activate && source {env_file.relative_to(REPO)}\n"
+        "  python -m tests.ewslite --port 8765 --seed tests/ewslite/fixtures/realistic.json "
+        f"--user {MAILBOX} --password {PASSWORD} --shift-to-today &\n"
+        "  airflow standalone     # UI at http://localhost:8080, DAG ewssync__ews_demo"
+    )
+
+
+if __name__ == "__main__":
+    main()
