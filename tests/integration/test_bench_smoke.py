@@ -1,0 +1,37 @@
+"""`make bench` runs end to end on a tiny mailbox (figures are printed, never asserted)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_the_bench_runs_on_a_tiny_mailbox(pg_server, tmp_path):
+    out = tmp_path / "BENCHMARKS.md"
+    env = {
+        **os.environ,
+        "EWSSYNC_TEST_DSN": pg_server,
+        "EWSSYNC_BENCH_ITEMS": "60",
+        "EWSSYNC_BENCH_SERIES": "3",
+        "EWSSYNC_BENCH_LATENCY": "0",
+        "EWSSYNC_BENCH_CONNECTIONS": "5",
+        "EWSSYNC_BENCH_MERGE_ROWS": "500",
+        "EWSSYNC_BENCH_BASELINE_SAMPLE": "5",
+        "EWSSYNC_BENCH_OUT": str(out),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "bench"], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for scenario in ("initial sync", "no-change run", "changed items", "merge of", "DAG parsing"):
+        assert scenario in result.stdout
+    text = out.read_text()
+    assert "| scenario" in text and "naive baseline" in text
