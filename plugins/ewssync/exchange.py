@@ -220,6 +220,24 @@ def _install_secret_filter() -> None:
 _install_secret_filter()
 
 
+# --- retries ----------------------------------------------------------------------------------
+
+
+class RetryPolicy(FaultTolerance):
+    """FaultTolerance (sleep for the BackOffMilliseconds the server asks, retry dropped
+    connections, up to max_wait), except that HTTP 401 is a login failure.
+
+    exchangelib's FaultTolerance treats every 401 as throttling ("EWS sometimes throws 401's
+    when it wants us to throttle") and sleeps until max_wait; with Basic authentication a 401
+    is nearly always a wrong user name or password, which must fail at once and say so.
+    """
+
+    def raise_response_errors(self, response):
+        if response.status_code == 401:
+            raise ews_errors.UnauthorizedError(f"Invalid credentials for {response.url}")
+        return super().raise_response_errors(response)
+
+
 # --- the connection report ----------------------------------------------------------------------
 
 
@@ -364,7 +382,7 @@ class EwsCalendar:
                 auth_type=BASIC,  # pinned, with the version, so exchangelib does not probe
                 version=Version(build=build),
                 # sleeps for the BackOffMilliseconds the server asks, up to max_wait in total
-                retry_policy=FaultTolerance(max_wait=self.settings.timeout_seconds * 2),
+                retry_policy=RetryPolicy(max_wait=self.settings.timeout_seconds * 2),
                 max_connections=4,
             )
             _drop_stale_protocol(config)
@@ -700,7 +718,8 @@ def _drop_stale_protocol(config: Configuration) -> None:
     except KeyError:
         return
     stale = isinstance(cached, Exception) or (
-        cached.config.version.build != config.version.build
+        type(cached.retry_policy) is not type(config.retry_policy)
+        or cached.config.version.build != config.version.build
         or cached.config.auth_type != config.auth_type
         or getattr(cached.retry_policy, "max_wait", None) != config.retry_policy.max_wait
     )
@@ -715,11 +734,8 @@ def _utc(value: datetime | None) -> datetime | None:
     """A plain aware datetime in UTC (exchangelib's EWSDateTime subclass removed)."""
     if value is None:
         return None
-    value = value.astimezone(UTC)
-    return datetime(
-        value.year, value.month, value.day, value.hour, value.minute, value.second,
-        value.microsecond, tzinfo=UTC,
-    )  # fmt: skip
+    # EWSDateTime.astimezone() only takes EWSTimeZone; go through the POSIX timestamp instead.
+    return datetime.fromtimestamp(value.timestamp(), UTC)
 
 
 def _plain_date(value) -> date:
