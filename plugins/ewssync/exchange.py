@@ -46,10 +46,10 @@ from exchangelib import (
     Version,
 )
 from exchangelib import errors as ews_errors
-from exchangelib.fields import TimeZoneField
+from exchangelib.fields import InvalidFieldForVersion, TimeZoneField
 from exchangelib.protocol import BaseProtocol, NoVerifyHTTPAdapter, Protocol
 from exchangelib.util import create_element
-from exchangelib.version import EXCHANGE_2007_SP1, EXCHANGE_2016
+from exchangelib.version import EXCHANGE_2007_SP1, EXCHANGE_2010, EXCHANGE_2016
 
 from ewssync.errors import ExchangeError
 from ewssync.settings import SyncSettings
@@ -315,6 +315,7 @@ def explain(exc: BaseException, settings: SyncSettings) -> str:
     if caught(ews_errors.ErrorServerBusy, ews_errors.RateLimitError):
         return "the server is throttling this account (ErrorServerBusy): try again later"
     if caught(
+        InvalidFieldForVersion,
         ews_errors.ErrorInvalidServerVersion,
         ews_errors.ErrorSchemaValidation,
         ews_errors.ErrorInvalidSchemaVersionForMailboxVersion,
@@ -415,6 +416,18 @@ class EwsCalendar:
             pass  # the server accepted the credentials; part 2 says what is wrong with the mailbox
         except Exception as exc:
             report.parts.append(ReportPart(GENERAL, False, explain(exc, self.settings)))
+            report.parts.append(ReportPart(SEND_RECEIVE, None, "the general connection failed"))
+            return report
+        server_build = self.account.version.build  # exchangelib takes it from the answer
+        if server_build < EXCHANGE_2010 and not self.settings.use_2007_protocol:
+            report.parts.append(
+                ReportPart(
+                    GENERAL,
+                    False,
+                    f"the server is {self.account.version.fullname or server_build}, an old "
+                    "server: turn on 'Use 2007 protocol' (use_2007_protocol=true)",
+                )
+            )
             report.parts.append(ReportPart(SEND_RECEIVE, None, "the general connection failed"))
             return report
         report.parts.append(
@@ -639,13 +652,21 @@ class EwsCalendar:
         error.cause = exc  # kept for callers that branch on the kind; not chained (no secrets)
         return error
 
+    def _meeting_zone(self) -> bool:
+        """True when talking to Exchange 2007: its items name one MeetingTimeZone.
+
+        Follows the version the server answered with, which exchangelib records, so reading
+        also works when the setting and the server disagree.
+        """
+        return self.account.version.build < EXCHANGE_2010
+
     def _zone_fields(self) -> tuple[str, ...]:
-        if self.settings.use_2007_protocol:
+        if self._meeting_zone():
             return ("_meeting_timezone",)
         return ("_start_timezone", "_end_timezone")
 
     def _item_zone(self, item) -> EWSTimeZone | None:
-        name = "_meeting_timezone" if self.settings.use_2007_protocol else "_start_timezone"
+        name = "_meeting_timezone" if self._meeting_zone() else "_start_timezone"
         return getattr(item, name, None)
 
     def _local_zone(self, item) -> ZoneInfo:

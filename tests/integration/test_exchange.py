@@ -346,7 +346,10 @@ def test_create_and_delete(sim):
 
 @pytest.fixture
 def sim2007():
-    EwsSimulator = full_simulator()  # noqa: N806
+    try:
+        from tests.ewssim import EwsSimulator
+    except ImportError:  # the compact simulator speaks the 2007 dialect too
+        from tests.ewslite import EwsSimulator
 
     simulator = EwsSimulator(dialect="Exchange2007_SP1")
     simulator.add_mailbox("alice@example.com", password="secret", calendar_access=True)
@@ -389,7 +392,8 @@ def test_2007_server_works_with_the_2007_protocol(sim2007):
 def test_2007_server_without_the_setting_suggests_it(sim2007):
     report = open_calendar(settings_for(sim2007)).test(write=True)
     assert not report.ok
-    assert "2007" in str(report)
+    assert report.parts[0].ok is False
+    assert "turn on 'Use 2007 protocol'" in report.parts[0].message
 
 
 # --- secrecy ---------------------------------------------------------------------------------
