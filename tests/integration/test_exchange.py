@@ -425,3 +425,45 @@ def test_password_never_logged(sim, caplog):
     assert "Authorization" in caplog.text  # exchangelib did dump the headers...
     for secret in secrets:
         assert secret not in text  # ...but blanked
+
+
+def test_a_server_that_accepts_but_never_answers_does_not_hang():
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept_and_stay_silent() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept_and_stay_silent, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    try:
+        conn = SimpleNamespace(
+            conn_id="ews_silent", conn_type="ews",
+            host=f"http://127.0.0.1:{port}/EWS/Exchange.asmx",
+            login="alice@example.com", password="secret", description=None, port=None,
+            schema=None, extra=json.dumps({"app_user": "alice", "timeout_seconds": 1}),
+        )  # fmt: skip
+        started = time.monotonic()
+        report = open_calendar(SyncSettings.from_connection(conn)).test(write=False)
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        thread.join()
+        for sock in accepted:
+            sock.close()
+        listener.close()
+    assert not report.ok
+    assert elapsed < 20, elapsed
+    assert "did not answer" in report.parts[0].message, report.parts[0].message
