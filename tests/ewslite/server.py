@@ -34,8 +34,52 @@ def utc(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def xs_boolean(text: str) -> bool:
+    """xs:boolean: 'true'/'false' or '1'/'0' (exchangelib sends the digits)."""
+    return text.strip() in ("true", "1")
+
+
 def parse_dt(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+FAULT_KINDS = {"http500", "server_busy", "drop_connection", "malformed_xml", "latency"}
+
+SERVER_BUSY = (
+    f'<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="{S}"><s:Body><s:Fault>'
+    f'<faultcode xmlns:a="{T}">a:ErrorServerBusy</faultcode>'
+    '<faultstring xml:lang="en-US">The server cannot service this request right now. '
+    "Try again later.</faultstring><detail>"
+    '<e:ResponseCode xmlns:e="http://schemas.microsoft.com/exchange/services/2006/errors">'
+    "ErrorServerBusy</e:ResponseCode>"
+    '<e:Message xmlns:e="http://schemas.microsoft.com/exchange/services/2006/errors">The server '
+    "cannot service this request right now. Try again later.</e:Message>"
+    f'<t:MessageXml xmlns:t="{T}"><t:Value Name="BackOffMilliseconds">{{ms}}</t:Value>'
+    "</t:MessageXml></detail></s:Fault></s:Body></s:Envelope>"
+)
+INTERNAL_ERROR = (
+    f'<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="{S}"><s:Body><s:Fault>'
+    "<faultcode>s:Server</faultcode><faultstring>An internal server error occurred. The operation "
+    "failed.</faultstring></s:Fault></s:Body></s:Envelope>"
+)
+
+
+def _operation_of(body: bytes) -> str:
+    try:
+        return etree.QName(etree.fromstring(body).find("s:Body", NS)[0]).localname
+    except (etree.XMLSyntaxError, IndexError, TypeError):
+        return ""
+
+
+def _faulty(fault: dict, payload: bytes) -> tuple[int, bytes]:
+    kind = fault["kind"]
+    if kind == "server_busy":
+        return 500, SERVER_BUSY.replace("{ms}", str(int(fault.get("back_off_ms", 1000)))).encode()
+    if kind == "http500":
+        return 500, INTERNAL_ERROR.encode()
+    if kind == "malformed_xml":
+        return 200, payload[: len(payload) // 3] + b"<t:Broken attr=>&&"
+    return 200, payload
 
 
 def _shift_local(instant: datetime, shift: timedelta, zone) -> datetime:
@@ -72,6 +116,7 @@ class EwsSimulator:
         self.bytes_out = 0
         self._server: ThreadingHTTPServer | None = None
         self._lock = threading.Lock()
+        self._faults: list[dict] = []
 
     # --- control API ----------------------------------------------------------------------
 
@@ -126,6 +171,27 @@ class EwsSimulator:
                         item_id, _shift_local(parse_dt(original), shift, zone)
                     )
 
+    def inject_fault(
+        self, kind: str, operation: str | None = None, count: int = 1, **params
+    ) -> None:
+        """Make the next ``count`` matching requests fail.
+
+        kinds: http500, server_busy (back_off_ms), drop_connection (mid-response),
+        malformed_xml, latency (seconds), unauthorized.
+        """
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind!r}; known: {sorted(FAULT_KINDS)}")
+        with self._lock:
+            self._faults.append({"kind": kind, "operation": operation, "left": count, **params})
+
+    def _take_fault(self, operation: str) -> dict | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault["left"] > 0 and fault["operation"] in (None, operation):
+                    fault["left"] -= 1
+                    return dict(fault)
+        return None
+
     def reset_counters(self) -> None:
         with self._lock:
             self.request_counts.clear()
@@ -148,7 +214,24 @@ class EwsSimulator:
             def do_POST(self):  # noqa: N802
                 length = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(length)
+                fault = simulator._take_fault(_operation_of(body))
+                if fault and fault["kind"] == "latency":
+                    time.sleep(float(fault.get("seconds", 1.0)))
+                    fault = None
                 status, payload = simulator.handle(self.headers.get("Authorization", ""), body)
+                if fault:
+                    status, payload = _faulty(fault, payload)
+                    if fault["kind"] == "drop_connection":
+                        # headers promise the whole body; half of it arrives, then the socket closes
+                        self.send_response(200)
+                        self.send_header("Content-Type", "text/xml; charset=utf-8")
+                        self.send_header("Content-Length", str(len(payload)))
+                        self.end_headers()
+                        self.wfile.write(payload[: len(payload) // 2])
+                        self.wfile.flush()
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return
                 self.send_response(status)
                 self.send_header("Content-Type", "text/xml; charset=utf-8")
                 self.send_header("Content-Length", str(len(payload)))
@@ -348,9 +431,9 @@ class EwsSimulator:
                 body=body.text or "" if body is not None else "",
                 body_type=body.get("BodyType", "HTML") if body is not None else "HTML",
                 location=text("Location", ""),
-                is_all_day=text("IsAllDayEvent", "false") == "true",
+                is_all_day=xs_boolean(text("IsAllDayEvent", "false")),
                 reminder_minutes=int(text("ReminderMinutesBeforeStart", "15"))
-                if text("ReminderIsSet", "false") == "true"
+                if xs_boolean(text("ReminderIsSet", "false"))
                 else None,
             )
             item = mailbox.get(item_id)
