@@ -1,4 +1,4 @@
-# ewssync: every target bootstraps its own virtualenv (.venv) from requirements.txt.
+# ewssync: every target bootstraps its own virtualenv (.venv) from requirements-dev.txt.
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -18,10 +18,10 @@ help:
 venv: $(STAMP)
 
 # Re-install only when the pins or the package metadata change.
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
