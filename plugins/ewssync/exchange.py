@@ -47,6 +47,8 @@ from exchangelib import (
 )
 from exchangelib import errors as ews_errors
 from exchangelib.fields import InvalidFieldForVersion, TimeZoneField
+from exchangelib.folders import Calendar, DistinguishedFolderId, Root
+from exchangelib.properties import Mailbox as EwsMailbox
 from exchangelib.protocol import BaseProtocol, NoVerifyHTTPAdapter, Protocol
 from exchangelib.util import create_element
 from exchangelib.version import EXCHANGE_2007_SP1, EXCHANGE_2010, EXCHANGE_2016
@@ -365,6 +367,7 @@ class EwsCalendar:
         self.settings = settings
         self.view_page_size = view_page_size
         self._account: Account | None = None
+        self._calendar: Calendar | None = None
         SECRET_FILTER.add(settings.username, settings.password)
 
     @property
@@ -395,6 +398,43 @@ class EwsCalendar:
                 default_timezone=EWSTimeZone(self.settings.exchange_timezone),
             )
         return self._account
+
+    @property
+    def calendar(self) -> Calendar:
+        """The mailbox's calendar folder, addressed by its distinguished id.
+
+        exchangelib's ``account.calendar`` first sends GetFolder(root) and GetFolder(calendar);
+        every operation we use accepts the distinguished id, so a no-change run costs one
+        request (SyncFolderItems) instead of three.
+        """
+        if self._calendar is None:
+            mailbox = EwsMailbox(email_address=self.settings.mailbox)
+            root = Root(
+                account=self.account,
+                _distinguished_id=DistinguishedFolderId(
+                    id=Root.DISTINGUISHED_FOLDER_ID, mailbox=mailbox
+                ),
+            )
+            self._calendar = Calendar(
+                root=root,
+                _distinguished_id=DistinguishedFolderId(
+                    id=Calendar.DISTINGUISHED_FOLDER_ID, mailbox=mailbox
+                ),
+            )
+        return self._calendar
+
+    def probe(self) -> None:
+        """One GetFolder of the calendar: server, credentials, mailbox and the permission to
+        open the calendar, in a single request (the check before every scheduled run).
+
+        :raises ExchangeError: with the likely cause; run ``test()`` for the two-part report.
+        """
+        try:
+            Calendar.get_distinguished(root=self.calendar.root)
+        except Exception as exc:
+            raise ExchangeError(
+                f"connection {self.settings.conn_id!r}: {explain(exc, self.settings)}"
+            ) from None
 
     def close(self) -> None:
         """Close the HTTP sessions."""
@@ -484,7 +524,7 @@ class EwsCalendar:
             low, high = pending.pop()
             try:
                 page = list(
-                    self.account.calendar.view(
+                    self.calendar.view(
                         start=EWSDateTime.from_datetime(low.astimezone(UTC)),
                         end=EWSDateTime.from_datetime(high.astimezone(UTC)),
                         max_items=self.view_page_size,
@@ -535,7 +575,7 @@ class EwsCalendar:
         try:
             results = self.account.fetch(
                 ids=[(item_id, None) for item_id in item_ids],
-                folder=self.account.calendar,
+                folder=self.calendar,
                 only_fields=[*FETCH_FIELDS, *self._zone_fields()],
                 chunk_size=FETCH_CHUNK,
             )
@@ -569,7 +609,7 @@ class EwsCalendar:
             change_key, item_type) and whether all changes were read (always True: exchangelib
             pages until the server says it has no more).
         """
-        calendar = self.account.calendar
+        calendar = self.calendar
         calendar.item_sync_state = state
         changes: list[dict[str, Any]] = []
         try:
@@ -615,7 +655,7 @@ class EwsCalendar:
         try:
             item = CalendarItem(
                 account=self.account,
-                folder=self.account.calendar,
+                folder=self.calendar,
                 subject=record.get("subject") or "",
                 location=record.get("location") or None,
                 body=HTMLBody(record["body"]) if record.get("body") else None,

@@ -10,7 +10,7 @@ from typing import Any
 
 from ewssync import extract as extract_step
 from ewssync import store, transform
-from ewssync.errors import ConnectionTestError, SafetyStop, SettingsError
+from ewssync.errors import ConnectionTestError, ExchangeError, SafetyStop, SettingsError
 from ewssync.settings import SyncSettings
 
 log = logging.getLogger(__name__)
@@ -77,11 +77,15 @@ def check(settings: SyncSettings, dsn: str, calendar) -> dict[str, Any]:
     with store.connect(dsn) as conn:
         user = store.find_user(conn, settings.app_user)
     settings.validate_app_user(user)
-    report = calendar.test(write=False)
-    if not report.ok:
-        raise ConnectionTestError(settings.conn_id, report)
-    log.info("connection %s:\n%s", settings.conn_id, report)
-    return {"user_id": user["id"], "report": str(report)}
+    try:
+        # One request when all is well; the full two-part test only to explain a failure.
+        calendar.probe()
+    except ExchangeError:
+        report = calendar.test(write=False)
+        raise ConnectionTestError(settings.conn_id, report) from None
+    report = f"connection {settings.conn_id}: {settings.mailbox} reachable, calendar readable"
+    log.info(report)
+    return {"user_id": user["id"], "report": report}
 
 
 # --- extract -------------------------------------------------------------------------------------
