@@ -57,6 +57,17 @@ SERVER_BUSY = (
     f'<t:MessageXml xmlns:t="{T}"><t:Value Name="BackOffMilliseconds">{{ms}}</t:Value>'
     "</t:MessageXml></detail></s:Fault></s:Body></s:Envelope>"
 )
+SCHEMA_FAULT = (
+    f'<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="{S}"><s:Body><s:Fault>'
+    f'<faultcode xmlns:a="{T}">a:ErrorSchemaValidation</faultcode>'
+    '<faultstring xml:lang="en-US">The request failed schema validation: The '
+    "'Version' attribute is invalid - The value '{version}' is invalid according to its "
+    "datatype.</faultstring><detail>"
+    '<e:ResponseCode xmlns:e="http://schemas.microsoft.com/exchange/services/2006/errors">'
+    "ErrorSchemaValidation</e:ResponseCode>"
+    '<e:Message xmlns:e="http://schemas.microsoft.com/exchange/services/2006/errors">The request '
+    "failed schema validation.</e:Message></detail></s:Fault></s:Body></s:Envelope>"
+)
 INTERNAL_ERROR = (
     f'<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="{S}"><s:Body><s:Fault>'
     "<faultcode>s:Server</faultcode><faultstring>An internal server error occurred. The operation "
@@ -272,6 +283,14 @@ class EwsSimulator:
         if user is None:
             return 401, b""
         root = etree.fromstring(body)
+        asked = root.find("s:Header/t:RequestServerVersion", NS)
+        if (
+            self.dialect == "Exchange2007_SP1"
+            and asked is not None
+            and (asked.get("Version") not in ("Exchange2007", "Exchange2007_SP1"))
+        ):
+            # Exchange 2007 knows no later version names: the request fails schema validation.
+            return 500, SCHEMA_FAULT.replace("{version}", escape(asked.get("Version", ""))).encode()
         request = root.find("s:Body", NS)[0]
         operation = etree.QName(request).localname
         mailbox = self._target(root, request) or user
