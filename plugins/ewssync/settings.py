@@ -45,67 +45,6 @@ EXTRA_FIELDS: dict[str, tuple[Any, str]] = {
     "test_write": (True, "bool"),
 }
 
-# label and help text per extra setting, as the connection form shows them
-FIELD_HELP: dict[str, tuple[str, str]] = {
-    "use_2007_protocol": (
-        "Use 2007 protocol",
-        "Talk Exchange2007_SP1 (for Exchange 2007 servers); leave off for Exchange 2010 and newer",
-    ),
-    "app_user": ("App user", "Login of the calendar.users row the appointments belong to"),
-    "mailbox": (
-        "Mailbox",
-        "Primary SMTP address of the mailbox; defaults to the user name if it is an address",
-    ),
-    "activated": ("Activated", "Sync this mailbox; when off, the DAG is paused and runs skip"),
-    "sync_private": (
-        "Sync private appointments",
-        "Also sync appointments marked private (they are flagged private in the app)",
-    ),
-    "alarm_on_new": ("Alarm on new", "Set a reminder on appointments created from the app"),
-    "alarm_minutes": ("Minutes before", "Reminder lead time in minutes (0-40320)"),
-    "exchange_timezone": (
-        "Exchange time zone",
-        "Zone for new items and for items without a known zone: IANA (Europe/Berlin) or Windows "
-        "name (W. Europe Standard Time)",
-    ),
-    "keep_html": ("Keep HTML in notes", "Keep the HTML body beside the plain-text notes"),
-    "weeks_back": ("Weeks back", "How many weeks before today to sync (0-104)"),
-    "weeks_ahead": ("Weeks ahead", "How many weeks after today to sync (1-104)"),
-    "schedule": (
-        "Schedule",
-        f"Cron expression or preset; default '{DEFAULT_SCHEDULE}' (every 30 minutes), "
-        "'none' for manual runs only",
-    ),
-    "allow_mailbox_mismatch": (
-        "Allow mailbox mismatch",
-        "Sync even if the mailbox address differs from the app user's e-mail (shared calendars)",
-    ),
-    "verify_tls": ("Verify TLS", "Check the server's certificate (leave on)"),
-    "timeout_seconds": ("Timeout (s)", "Seconds to wait for one answer from Exchange"),
-    "test_write": (
-        "Test writing",
-        "The connection test also creates and deletes a test appointment",
-    ),
-}
-
-
-UI_FIELD_BEHAVIOUR: dict[str, Any] = {
-    "hidden_fields": ["schema", "port"],
-    "relabeling": {
-        "host": "Server",
-        "login": "User name",
-        "password": "Password",
-        "description": "Title",
-    },
-    "placeholders": {
-        "host": "outlook.office365.com or https://mail.example.com/EWS/Exchange.asmx",
-        "login": "technician@example.com (or DOMAIN\\user)",
-        "description": "Calendar of the technician",
-        "app_user": "login in calendar.users",
-        "exchange_timezone": "Europe/Berlin",
-    },
-}
-
 # extra key -> (label, help text): the connection form (provider_info) and docs/connection.md
 FIELD_DOCS: dict[str, tuple[str, str]] = {
     "use_2007_protocol": (
