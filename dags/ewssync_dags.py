@@ -1,6 +1,6 @@
 """One Exchange calendar sync DAG per Airflow connection of type `ews` (see ewssync.discovery)."""
 
 from ewssync.dag_factory import build_all
-from ewssync.discovery import discover_conn_ids
+from ewssync.discovery import discover_connections
 
-globals().update(build_all(discover_conn_ids()))
+globals().update(build_all(discover_connections()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from datetime import datetime, timedelta
+from typing import Any
 
 from airflow.sdk import DAG, Param, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
@@ -153,14 +154,14 @@ def build_broken_dag(conn_id: str, error: Exception) -> DAG:
     return dag
 
 
-def build_all(conn_ids: list[str]) -> dict[str, DAG]:
-    """One DAG per connection id; a connection that cannot be read or parsed gets a broken DAG."""
-    from airflow.sdk import Connection
-
+def build_all(connections: dict[str, Any]) -> dict[str, DAG]:
+    """One DAG per connection (ewssync.discovery's records); a connection whose settings cannot
+    be parsed gets a DAG that explains why. The password is not needed for a DAG's shape and is
+    checked when the tasks run."""
     dags: dict[str, DAG] = {}
-    for conn_id in conn_ids:
+    for conn_id, connection in connections.items():
         try:
-            settings = SyncSettings.from_connection(Connection.get(conn_id))
+            settings = SyncSettings.from_connection(connection, require_password=False)
             dag = build_dag(conn_id, settings)
         except Exception as exc:
             log.warning("ewssync: connection %s: %s", conn_id, exc)

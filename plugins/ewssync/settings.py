@@ -132,9 +132,11 @@ class SyncSettings:
     # --- parsing ------------------------------------------------------------------------------
 
     @classmethod
-    def from_connection(cls, conn: Any) -> SyncSettings:
+    def from_connection(cls, conn: Any, *, require_password: bool = True) -> SyncSettings:
         """Parse an Airflow connection (airflow.sdk.Connection or the models one) of type `ews`.
 
+        :param require_password: False when only the DAG's shape is built (parse time): the
+            password is checked when the tasks run.
         :raises SettingsError: naming the connection and the field, for the first invalid value.
         """
         conn_id = getattr(conn, "conn_id", None) or "?"
@@ -176,7 +178,7 @@ class SyncSettings:
         if not username:
             raise SettingsError(conn_id, "login", "the user name is empty")
         password = getattr(conn, "password", None) or ""
-        if not password:
+        if not password and require_password:
             raise SettingsError(conn_id, "password", "the password is empty")
         if not values["app_user"]:
             raise SettingsError(
