@@ -28,6 +28,7 @@ import socket
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from time import sleep
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -562,12 +563,14 @@ class EwsCalendar:
         while pending:
             low, high = pending.pop()
             try:
-                page = list(
-                    self.calendar.view(
-                        start=EWSDateTime.from_datetime(low.astimezone(UTC)),
-                        end=EWSDateTime.from_datetime(high.astimezone(UTC)),
-                        max_items=self.view_page_size,
-                    ).only(*INDEX_FIELDS, *self._zone_fields())
+                page = self._retrying(
+                    lambda low=low, high=high: list(
+                        self.calendar.view(
+                            start=EWSDateTime.from_datetime(low.astimezone(UTC)),
+                            end=EWSDateTime.from_datetime(high.astimezone(UTC)),
+                            max_items=self.view_page_size,
+                        ).only(*INDEX_FIELDS, *self._zone_fields())
+                    )
                 )
                 cut = len(page) >= self.view_page_size
             except (
@@ -625,11 +628,15 @@ class EwsCalendar:
         if not item_ids:
             return records, missing
         try:
-            results = self.account.fetch(
-                ids=[(item_id, None) for item_id in item_ids],
-                folder=self.calendar,
-                only_fields=[*FETCH_FIELDS, *self._zone_fields()],
-                chunk_size=FETCH_CHUNK,
+            results = self._retrying(
+                lambda: list(
+                    self.account.fetch(
+                        ids=[(item_id, None) for item_id in item_ids],
+                        folder=self.calendar,
+                        only_fields=[*FETCH_FIELDS, *self._zone_fields()],
+                        chunk_size=FETCH_CHUNK,
+                    )
+                )
             )
             for item_id, result in zip(item_ids, results, strict=True):
                 if isinstance(result, ews_errors.ErrorItemNotFound):
@@ -737,6 +744,23 @@ class EwsCalendar:
 
     # --- helpers ----------------------------------------------------------------------------
 
+    def _retrying(self, read, attempts: int = 3):
+        """Run an idempotent read, again after a transient failure (a connection dropped
+        mid-answer, a one-off HTTP 500). Throttling is retried by exchangelib itself, with the
+        back-off the server asks for."""
+        for attempt in range(attempts):
+            try:
+                return read()
+            except Exception as exc:
+                if attempt + 1 == attempts or not _is_transient(exc):
+                    raise
+                log.warning(
+                    "connection %s: transient failure (%s), retrying", self.settings.conn_id,
+                    type(exc).__name__,
+                )  # fmt: skip
+                sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable")
+
     def _error(self, doing: str, exc: BaseException) -> ExchangeError:
         error = ExchangeError(
             f"connection {self.settings.conn_id!r}: {doing}: {explain(exc, self.settings)}"
@@ -817,6 +841,19 @@ class EwsCalendar:
             "last_modified": _utc(item.last_modified_time),
             "is_recurring": bool(item.is_recurring),
         }
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """A failure worth one more try: the connection broke, or the server had a passing fault."""
+    if isinstance(
+        exc, requests.exceptions.ChunkedEncodingError | requests.exceptions.ConnectionError
+    ):
+        return True
+    if isinstance(exc, ews_errors.ErrorInternalServerTransientError):
+        return True
+    if isinstance(exc, ews_errors.TransportError) and "Connection broken" in str(exc):
+        return True  # exchangelib re-raises requests' ChunkedEncodingError as a TransportError
+    return isinstance(exc, ews_errors.SOAPError) and "internal server error" in str(exc).lower()
 
 
 def _drop_stale_protocol(config: Configuration) -> None:
