@@ -18,6 +18,7 @@ import psycopg2
 import psycopg2.extras
 
 from ewssync.errors import SafetyStop, StoreError
+from ewssync.transform import NORMALIZED_COLUMNS
 
 _NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
@@ -229,12 +230,8 @@ EWS_ITEM_COLUMNS = (
     "reminder_minutes", "legacy_free_busy", "categories", "last_modified", "is_recurring",
 )  # fmt: skip
 
-APPOINTMENT_COLUMNS = (
-    "ews_item_id", "change_key", "uid", "recurrence_id", "series_key", "occurrence_key",
-    "item_type", "title", "location", "notes", "notes_html", "starts_at", "ends_at", "all_day",
-    "start_date", "end_date", "time_zone", "is_private", "reminder_minutes", "show_as",
-    "category", "fingerprint",
-)  # fmt: skip
+# The staged appointment columns are exactly what transform.normalize produces.
+APPOINTMENT_COLUMNS = NORMALIZED_COLUMNS
 
 
 def clear_staging(conn, conn_id: str) -> None:
