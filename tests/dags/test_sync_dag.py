@@ -207,3 +207,60 @@ def test_a_failure_mid_load_leaves_the_previous_state_and_the_retry_succeeds(ali
             cur.execute("DROP FUNCTION IF EXISTS public.fail_once()")
             cur.execute("DROP TABLE IF EXISTS public.fault_once")
         db.commit()
+
+
+def test_the_realistic_fixture_lands_with_html_kept_and_private_items_flagged(
+    airflow_env, sim, pg_dsn, db
+):
+    """The demo mailbox, with keep_html and sync_private on: every occurrence of the window
+    lands once, private ones flagged, HTML kept beside the text, zones mapped."""
+    from pathlib import Path
+
+    with db.cursor() as cur:
+        cur.execute(
+            "INSERT INTO calendar.users (login, email) VALUES ('alice', 'alice@example.com')"
+        )
+    db.commit()
+    fixture = Path(__file__).resolve().parents[1] / "ewslite" / "fixtures" / "realistic.json"
+    sim.load_fixture(fixture, default_mailbox="alice@example.com")
+    airflow_env.setenv(
+        f"AIRFLOW_CONN_{CONN_ID.upper()}",
+        ews_connection(
+            sim.url, "alice@example.com", "secret", app_user="alice", keep_html=True,
+            sync_private=True, exchange_timezone="Europe/Berlin", weeks_back=6, weeks_ahead=12,
+        ),
+    )  # fmt: skip
+    when = datetime(2026, 11, 23, 6, tzinfo=UTC)
+    run_dag(DAG_ID, when)
+    window_start = datetime(2026, 11, 23, tzinfo=UTC) - timedelta(weeks=6)
+    window_end = datetime(2026, 11, 23, tzinfo=UTC) + timedelta(weeks=12)
+    expected = sim.mailbox("alice@example.com").occurrences(window_start, window_end)
+
+    with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT title, starts_at, is_private, notes, notes_html, time_zone, all_day, "
+            "start_date, end_date FROM calendar.live_appointments"
+        )
+        landed = cur.fetchall()
+    assert sorted((row[0], row[1]) for row in landed) == sorted(
+        (item.subject, item.start) for item in expected
+    )
+    by_title = {row[0]: row for row in landed}
+    assert by_title["Arzttermin"][2] is True and by_title["Gehaltsgespräch"][2] is True
+    assert by_title["Personal: Kita abholen"][2] is False  # Personal is not private
+    visit = by_title["Wartung Heizung – Familie Schulz"]
+    assert (
+        visit[3]
+        == "Hallo Herr Schulz,\n\nBitte Zugang zum Keller freihalten.\n\nGrüße & Dank\nDisposition"
+    )
+    assert visit[4].startswith("<html") and "<o:p>" in visit[4]
+    assert by_title["Abstimmung Tokio-Büro"][5] == "Asia/Tokyo"
+    # a zone Exchange cannot name falls back to the connection's zone
+    assert by_title["Kundentermin (importiert, eigene Zeitzone)"][5] == "Europe/Berlin"
+    messe = by_title["Messe ISH Frankfurt"]
+    assert messe[6] is True and (messe[7], messe[8]) == (date(2026, 12, 1), date(2026, 12, 3))
+    # the weekly meeting keeps 09:00 Berlin on both sides of the DST change (25 Oct 2026)
+    meetings = sorted(row[1] for row in landed if row[0] == "Teambesprechung")
+    assert datetime(2026, 10, 19, 7, tzinfo=UTC) in meetings  # CEST: UTC+2
+    assert datetime(2026, 10, 26, 8, tzinfo=UTC) in meetings  # CET: UTC+1
+    assert datetime(2026, 12, 7, 8, tzinfo=UTC) not in meetings  # deleted occurrence
