@@ -10,7 +10,7 @@ from typing import Any
 
 from ewssync import extract as extract_step
 from ewssync import store, transform
-from ewssync.errors import ConnectionTestError, ExchangeError, SafetyStop, SettingsError
+from ewssync.errors import ConnectionTestError, ExchangeError, SafetyStop, StoreError
 from ewssync.settings import SyncSettings
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,10 @@ def report(settings: SyncSettings, dsn: str, run_key: str) -> dict[str, Any]:
         row = store.finish_run(conn, settings.conn_id, run_key, "success")
         store.clear_staging(conn, settings.conn_id)
     if row is None:
-        raise SettingsError(settings.conn_id, "run", f"no sync_runs row for run {run_key!r}")
+        raise StoreError(
+            f"connection {settings.conn_id!r}: no ewssync.sync_runs row for run {run_key!r}; "
+            "clear the run's 'extract' task to start it again"
+        )
     return {
         "conn_id": row["conn_id"],
         "run_key": row["run_key"],
