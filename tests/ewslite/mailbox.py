@@ -61,6 +61,28 @@ class Item:
     recurrence_id: datetime | None = None
 
 
+WEEK_INDEX = {"First": 0, "Second": 1, "Third": 2, "Fourth": 3, "Last": -1}
+
+
+def _days_in_month(rule: dict, year: int, month: int, first_day: date) -> list[date]:
+    """The day a monthly/yearly pattern falls on in one month: a day number (skipped when the
+    month is too short, as Outlook does for the 31st) or the n-th / last given weekday."""
+    if rule["pattern"].startswith("absolute"):
+        try:
+            return [date(year, month, int(rule.get("day_of_month", first_day.day)))]
+        except ValueError:
+            return []
+    weekday = WEEKDAYS.index(rule.get("weekdays", [WEEKDAYS[first_day.weekday()]])[0])
+    first = date(year, month, 1)
+    matching = [
+        first + timedelta(days=offset)
+        for offset in range(31)
+        if (first + timedelta(days=offset)).month == month
+        and (first + timedelta(days=offset)).weekday() == weekday
+    ]
+    return [matching[WEEK_INDEX[rule.get("week_index", "First")]]]
+
+
 def _expand_starts(master: Item, limit_end: datetime) -> list[datetime]:
     """Original starts (UTC) of a series, expanded in the series' own zone (wall-clock time is
     kept across DST changes)."""
@@ -86,16 +108,18 @@ def _expand_starts(master: Item, limit_end: datetime) -> list[datetime]:
                 for name in rule.get("weekdays", [WEEKDAYS[first_day.weekday()]])
             ]
             days = sorted(d for d in days if d >= first_day)
-        elif pattern == "absolute_monthly":
+        elif pattern in ("absolute_monthly", "relative_monthly"):
             month_index = first_day.month - 1 + n * interval
             year, month = first_day.year + month_index // 12, month_index % 12 + 1
-            try:
-                days = [date(year, month, int(rule.get("day_of_month", first_day.day)))]
-            except ValueError:
-                days = []
+            days = _days_in_month(rule, year, month, first_day)
+        elif pattern in ("absolute_yearly", "relative_yearly"):
+            year, month = first_day.year + n * interval, int(rule.get("month", first_day.month))
+            days = _days_in_month(rule, year, month, first_day)
         else:
             raise ValueError(f"pattern {pattern!r} not supported by this simulator")
         for day in days:
+            if day < first_day:
+                continue
             if last_day and day > last_day:
                 return starts
             start = datetime.combine(day, local_start.timetz().replace(tzinfo=None), tzinfo=zone)
@@ -150,6 +174,10 @@ class Mailbox:
                     value = value.astimezone(UTC)
                 setattr(item, name, value)
             self._touch(item)
+
+    def change_key_of(self, item_id: str) -> str | None:
+        item = self.get(item_id)
+        return item.change_key if item else None
 
     def move(self, item_id: str, start: datetime, end: datetime) -> None:
         self.update(item_id, start=start, end=end)

@@ -13,6 +13,7 @@ from xml.sax.saxutils import escape
 
 from lxml import etree
 
+from tests.ewslite import recurrence_xml
 from tests.ewslite.mailbox import WINDOWS_ZONES, Item, Mailbox, zone_of
 
 S = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -111,6 +112,58 @@ def error_message(operation: str, code: str, text: str, inner: str = "") -> str:
         f"</m:MessageText><m:ResponseCode>{code}</m:ResponseCode>"
         f"<m:DescriptiveLinkKey>0</m:DescriptiveLinkKey>{inner}</m:{operation}ResponseMessage>"
     )
+
+
+def fields_of(element) -> dict:
+    """The settable fields in a <t:CalendarItem> (CreateItem, SetItemField) as model fields."""
+    fields: dict = {}
+    text = lambda tag: element.findtext(f"t:{tag}", None, NS)  # noqa: E731
+    if text("Subject") is not None:
+        fields["subject"] = text("Subject")
+    body = element.find("t:Body", NS)
+    if body is not None:
+        fields["body"], fields["body_type"] = body.text or "", body.get("BodyType", "HTML")
+    if text("Sensitivity"):
+        fields["sensitivity"] = text("Sensitivity")
+    categories = element.find("t:Categories", NS)
+    if categories is not None:
+        fields["categories"] = [c.text or "" for c in categories]
+    if text("ReminderIsSet") is not None:
+        fields["reminder_minutes"] = (
+            int(text("ReminderMinutesBeforeStart") or 15)
+            if xs_boolean(text("ReminderIsSet"))
+            else None
+        )
+    elif text("ReminderMinutesBeforeStart") is not None:
+        fields["reminder_minutes"] = int(text("ReminderMinutesBeforeStart"))
+    for tag, name in (("Start", "start"), ("End", "end")):
+        if text(tag):
+            fields[name] = parse_dt(text(tag))
+    if text("IsAllDayEvent") is not None:
+        fields["is_all_day"] = xs_boolean(text("IsAllDayEvent"))
+    if text("LegacyFreeBusyStatus"):
+        fields["legacy_free_busy"] = text("LegacyFreeBusyStatus")
+    if text("Location") is not None:
+        fields["location"] = text("Location")
+    recurrence = element.find("t:Recurrence", NS)
+    if recurrence is not None:
+        fields["recurrence"] = recurrence_xml.parse(recurrence)
+    for tag in ("StartTimeZone", "MeetingTimeZone"):
+        zone = element.find(f"t:{tag}", NS)
+        if zone is not None:
+            name = zone.get("Id") or zone.get("TimeZoneName")
+            fields["timezone"] = name if name in WINDOWS_ZONES else "UTC"
+    return fields
+
+
+# FieldURI of a DeleteItemField -> the model field and its cleared value
+CLEARED = {
+    "calendar:Location": ("location", ""),
+    "item:Body": ("body", ""),
+    "item:Categories": ("categories", []),
+    "calendar:Recurrence": ("recurrence", None),
+    "item:ReminderMinutesBeforeStart": ("reminder_minutes", None),
+}
 
 
 class EwsSimulator:
@@ -352,8 +405,21 @@ class EwsSimulator:
         view = request.find("m:CalendarView", NS)
         fields = self._fields(request)
         if view is None:
-            items = [mailbox.get(i.item_id) for i in mailbox.items()]
-            last = True
+            items = sorted((mailbox.get(i.item_id) for i in mailbox.items()), key=lambda i: i.start)
+            paging = request.find("m:IndexedPageItemView", NS)
+            offset = int(paging.get("Offset", "0")) if paging is not None else 0
+            size = paging.get("MaxEntriesReturned") if paging is not None else None
+            limit = min(int(size) if size else self.max_view_items, self.max_view_items)
+            total = len(items)
+            items = items[offset : offset + limit]
+            last = offset + len(items) >= total
+            body = "".join(self.item_xml(i, fields) for i in items)
+            return (
+                '<m:FindItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError'
+                f'</m:ResponseCode><m:RootFolder IndexedPagingOffset="{offset + len(items)}" '
+                f'TotalItemsInView="{total}" IncludesLastItemInRange="{str(last).lower()}">'
+                f"<t:Items>{body}</t:Items></m:RootFolder></m:FindItemResponseMessage>"
+            )
         else:
             start, end = parse_dt(view.get("StartDate")), parse_dt(view.get("EndDate"))
             if (end - start).days > 731:
@@ -436,24 +502,12 @@ class EwsSimulator:
                 parts.append(error_message("CreateItem", "ErrorAccessDenied", "Access is denied.",
                                            "<m:Items/>"))  # fmt: skip
                 continue
-            text = lambda tag, d=None, e=element: e.findtext(f"t:{tag}", d, NS)  # noqa: E731
-            body = element.find("t:Body", NS)
-            zone = element.find("t:StartTimeZone", NS)
-            if zone is None:
-                zone = element.find("t:MeetingTimeZone", NS)
-            zone_id = None if zone is None else (zone.get("Id") or zone.get("TimeZoneName"))
+            fields = fields_of(element)
             item_id = mailbox.create(
-                subject=text("Subject", ""),
-                start=parse_dt(text("Start")),
-                end=parse_dt(text("End")),
-                timezone=zone_id if zone_id in WINDOWS_ZONES else "UTC",
-                body=body.text or "" if body is not None else "",
-                body_type=body.get("BodyType", "HTML") if body is not None else "HTML",
-                location=text("Location", ""),
-                is_all_day=xs_boolean(text("IsAllDayEvent", "false")),
-                reminder_minutes=int(text("ReminderMinutesBeforeStart", "15"))
-                if xs_boolean(text("ReminderIsSet", "false"))
-                else None,
+                subject=fields.pop("subject", ""),
+                start=fields.pop("start"),
+                end=fields.pop("end"),
+                **{"timezone": "UTC", "reminder_minutes": None, **fields},
             )
             item = mailbox.get(item_id)
             parts.append(
@@ -461,6 +515,51 @@ class EwsSimulator:
                 f'</m:ResponseCode><m:Items><t:CalendarItem><t:ItemId Id="{item.item_id}" '
                 f'ChangeKey="{item.change_key}"/></t:CalendarItem></m:Items>'
                 "</m:CreateItemResponseMessage>"
+            )
+        return "".join(parts)
+
+    def op_UpdateItem(self, mailbox: Mailbox, request) -> str:  # noqa: N802
+        overwrite = request.get("ConflictResolution", "AutoResolve") == "AlwaysOverwrite"
+        parts = []
+        for change in request.find("m:ItemChanges", NS):
+            ref = change.find("t:ItemId", NS)
+            if ref is None:
+                ref = change.find("t:OccurrenceItemId", NS)
+            item_id = ref.get("Id")
+            current = mailbox.change_key_of(item_id)
+            if current is None or not mailbox.calendar_access:
+                code = "ErrorItemNotFound" if current is None else "ErrorAccessDenied"
+                parts.append(error_message("UpdateItem", code, "The item cannot be updated.",
+                                           "<m:Items/>"))  # fmt: skip
+                continue
+            if ref.get("ChangeKey") and ref.get("ChangeKey") != current and not overwrite:
+                parts.append(error_message(
+                    "UpdateItem", "ErrorIrresolvableConflict",
+                    "The send or update operation could not be performed because the change key "
+                    "passed in the request does not match the current change key for the item.",
+                    "<m:Items/>",
+                ))  # fmt: skip
+                continue
+            fields: dict = {}
+            for update in change.find("t:Updates", NS):
+                kind = etree.QName(update).localname
+                uri = update.find("t:FieldURI", NS)
+                if kind == "DeleteItemField" and uri is not None and uri.get("FieldURI") in CLEARED:
+                    name, value = CLEARED[uri.get("FieldURI")]
+                    fields[name] = value
+                elif kind in ("SetItemField", "AppendToItemField"):
+                    fields.update(fields_of(update.find("t:CalendarItem", NS)))
+            master, original = mailbox.resolve_occurrence(item_id)
+            if master is not None:  # an edited occurrence becomes an exception
+                item_id = mailbox.modify_occurrence(master.item_id, original, **fields)
+            else:
+                mailbox.update(item_id, **fields)
+            item = mailbox.get(item_id)
+            parts.append(
+                '<m:UpdateItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError'
+                f'</m:ResponseCode><m:Items><t:CalendarItem><t:ItemId Id="{item.item_id}" '
+                f'ChangeKey="{item.change_key}"/></t:CalendarItem></m:Items><m:ConflictResults>'
+                "<t:Count>0</t:Count></m:ConflictResults></m:UpdateItemResponseMessage>"
             )
         return "".join(parts)
 
@@ -532,6 +631,8 @@ class EwsSimulator:
             out.append(f"<t:IsRecurring>{str(recurring).lower()}</t:IsRecurring>")
         if want("calendar:CalendarItemType"):
             out.append(f"<t:CalendarItemType>{item.item_type}</t:CalendarItemType>")
+        if want("calendar:Recurrence") and item.recurrence:
+            out.append(recurrence_xml.render(item.recurrence))
         zone = escape(item.timezone)
         if self.dialect == "Exchange2007_SP1":
             if want("calendar:MeetingTimeZone"):

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from dateutil.rrule import DAILY, MO, TH, WEEKLY, rrule
+from exchangelib import CalendarItem
 from lxml import etree
 
 from ewssync.exchange import open_calendar
@@ -79,7 +80,15 @@ def test_every_response_validates_against_the_ews_schema(schema, dialect):
         state, _, _ = calendar.sync_changes(None)
         index = calendar.read_index(at(20, 0), at(30, 0))
         records, missing = calendar.fetch([entry["item_id"] for entry in index] + ["bogus"])
-        item_id, _ = calendar.create({"subject": "test", "start": at(27, 8), "end": at(27, 9)})
+        item_id, change_key = calendar.create(
+            {"subject": "test", "start": at(27, 8), "end": at(27, 9)}
+        )
+        edit = CalendarItem(account=calendar.account, folder=calendar.calendar, id=item_id,
+                            changekey=change_key, subject="edited", location="Room 2")  # fmt: skip
+        edit.save(update_fields=["subject", "location"])  # UpdateItem
+        masters = list(calendar.calendar.all().only("subject", "recurrence"))  # FindItem, no view
+        assert any(master.recurrence is not None for master in masters)
+        list(calendar.account.fetch([(series, None)], folder=calendar.calendar))  # all properties
         mailbox.update(item_id, subject="edited in Outlook")
         calendar.sync_changes(state)
         calendar.delete(item_id)
@@ -95,7 +104,7 @@ def test_every_response_validates_against_the_ews_schema(schema, dialect):
         assert errors == [], f"{etree.QName(body).localname}: {errors[:2]}"
     assert operations >= {
         "GetFolderResponse", "SyncFolderItemsResponse", "FindItemResponse", "GetItemResponse",
-        "CreateItemResponse", "DeleteItemResponse",
+        "CreateItemResponse", "DeleteItemResponse", "UpdateItemResponse",
     }  # fmt: skip
 
 
