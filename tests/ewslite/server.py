@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import collections
 import json
+import re
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
+from html import unescape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from xml.sax.saxutils import escape
 
@@ -33,6 +35,13 @@ CALENDAR_ID = base64.b64encode(b"folder:calendar").decode()
 
 def utc(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def html_to_plain(html: str) -> str:
+    """A crude text rendering, as Exchange gives for BodyType=Text (tags dropped)."""
+    text = re.sub(r"<(style|script)[^>]*>.*?</\1>", "", html, flags=re.S | re.I)
+    text = re.sub(r"<br\s*/?>|</p>", "\n", text, flags=re.I)
+    return unescape(re.sub(r"<[^>]+>", "", text)).strip()
 
 
 def xs_boolean(text: str) -> bool:
@@ -580,10 +589,12 @@ class EwsSimulator:
     # --- serialisation --------------------------------------------------------------------
 
     def _fields(self, request) -> set[str] | None:
-        """FieldURIs asked for; None = all properties."""
+        """FieldURIs asked for; None = all properties. Notes the BodyType asked for."""
         shape = request.find(".//m:ItemShape", NS)
+        self._body_type = "Best"
         if shape is None:
             return None
+        self._body_type = shape.findtext("t:BodyType", "Best", NS)
         base = shape.findtext("t:BaseShape", "AllProperties", NS)
         asked = {f.get("FieldURI") for f in shape.iterfind(".//t:FieldURI", NS)}
         return None if base in ("AllProperties", "Default") and not asked else asked
@@ -598,7 +609,12 @@ class EwsSimulator:
         if want("item:Sensitivity"):
             out.append(f"<t:Sensitivity>{item.sensitivity}</t:Sensitivity>")
         if want("item:Body"):
-            out.append(f'<t:Body BodyType="{item.body_type}">{escape(item.body or "")}</t:Body>')
+            body_type, body = item.body_type, item.body or ""
+            if self._body_type == "Text" and body_type == "HTML":
+                body_type, body = "Text", html_to_plain(body)
+            elif self._body_type == "HTML" and body_type == "Text":
+                body_type, body = "HTML", f"<html><body><pre>{escape(body)}</pre></body></html>"
+            out.append(f'<t:Body BodyType="{body_type}">{escape(body)}</t:Body>')
         if want("item:Categories") and item.categories:
             strings = "".join(f"<t:String>{escape(c)}</t:String>" for c in item.categories)
             out.append(f"<t:Categories>{strings}</t:Categories>")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import pytest
+import requests
 from exchangelib import (
     BASIC,
     DELEGATE,
@@ -17,7 +18,11 @@ from exchangelib import (
     EWSTimeZone,
     Version,
 )
-from exchangelib.errors import ErrorIrresolvableConflict
+from exchangelib.errors import (
+    ErrorIrresolvableConflict,
+    MalformedResponseError,
+    SOAPError,
+)
 from exchangelib.fields import FIRST, LAST, MONDAY, SECOND, THURSDAY, TUESDAY
 from exchangelib.recurrence import (
     AbsoluteMonthlyPattern,
@@ -171,3 +176,38 @@ def test_find_item_without_a_view_pages_through_masters_and_singles(account):
     subjects = [item.subject for item in account.calendar.all().only("subject")]
     assert sorted(subjects) == sorted(f"Item {day}" for day in range(1, 21))
     assert sim.request_counts["FindItem"] >= 3  # 20 items in pages of at most 7
+
+
+def test_get_item_answers_in_the_body_type_asked_for(account):
+    account, sim = account
+    start = datetime(2026, 11, 26, 8, tzinfo=UTC)
+    item_id = sim.mailbox("alice@example.com").create(
+        subject="Visit", start=start, end=start.replace(hour=9),
+        body="<html><body><p>Hallo&nbsp;Team</p><p>Leiter mitbringen</p></body></html>",
+    )  # fmt: skip
+    (html,) = account.fetch([(item_id, None)], only_fields=["body"])
+    assert str(html.body).startswith("<html>") and type(html.body).__name__ == "HTMLBody"
+    # exchangelib has no public switch for BodyType=Text: ask over the wire directly.
+    request = (
+        '<?xml version="1.0" encoding="utf-8"?><s:Envelope '
+        'xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" '
+        'xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages" '
+        'xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types"><s:Body><m:GetItem>'
+        "<m:ItemShape><t:BaseShape>IdOnly</t:BaseShape><t:BodyType>Text</t:BodyType>"
+        '<t:AdditionalProperties><t:FieldURI FieldURI="item:Body"/></t:AdditionalProperties>'
+        f'</m:ItemShape><m:ItemIds><t:ItemId Id="{item_id}"/></m:ItemIds></m:GetItem></s:Body>'
+        "</s:Envelope>"
+    )
+    answer = requests.post(sim.url, data=request.encode(), auth=("alice@example.com", "secret"),
+                           headers={"Content-Type": "text/xml"}, timeout=10)  # fmt: skip
+    assert answer.status_code == 200
+    assert '<t:Body BodyType="Text">Hallo\xa0Team\nLeiter mitbringen</t:Body>' in answer.text
+
+
+def test_a_malformed_answer_is_an_error_not_a_hang(account):
+    account, sim = account
+    account.calendar  # noqa: B018 - folder lookups before the fault
+    sim.inject_fault("malformed_xml", operation="FindItem", count=5)
+    start = EWSDateTime(2026, 11, 1, tzinfo=BERLIN)
+    with pytest.raises((MalformedResponseError, SOAPError)):
+        list(account.calendar.view(start=start, end=local(2026, 12, 1), max_items=10))
