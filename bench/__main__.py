@@ -71,8 +71,8 @@ class Table:
 
 
 def bench_sync(table: Table, items: int, series: int, latency: float, sample: int) -> dict:
-    from tests.ewslite import EwsSimulator
-    from tests.ewslite.generate import generate_mailbox
+    from tests.ewssim import EwsSimulator
+    from tests.ewssim.generate import generate_mailbox
 
     anchor = datetime.now(UTC).date()
     fixture = generate_mailbox(n_items=items, n_series=series, anchor=anchor, seed=1)

@@ -168,7 +168,7 @@ def db(pg_dsn):
 @pytest.fixture
 def sim():
     """A running EWS simulator (Exchange2016) with mailbox alice@example.com / secret."""
-    from tests.ewslite import EwsSimulator
+    from tests.ewssim import EwsSimulator
 
     simulator = EwsSimulator(dialect="Exchange2016")
     simulator.add_mailbox("alice@example.com", password="secret", calendar_access=True)

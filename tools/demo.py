@@ -66,9 +66,9 @@ def prepare_database() -> str:
 
 
 def start_simulator() -> tuple[subprocess.Popen, str]:
-    seed = REPO / "tests" / "ewslite" / "fixtures" / "realistic.json"
+    seed = REPO / "tests" / "ewssim" / "fixtures" / "realistic.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.ewslite", "--port", "0", "--seed", str(seed),
+        [sys.executable, "-m", "tests.ewssim", "--port", "0", "--seed", str(seed),
          "--user", MAILBOX, "--password", PASSWORD, "--shift-to-today"],
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -179,7 +179,7 @@ def main() -> None:
     print(
         "\nTo browse the same setup in the Airflow UI:\n"
         f"  source .venv/bin/activate && source {env_file.relative_to(REPO)}\n"
-        "  python -m tests.ewslite --port 8765 --seed tests/ewslite/fixtures/realistic.json "
+        "  python -m tests.ewssim --port 8765 --seed tests/ewssim/fixtures/realistic.json "
         f"--user {MAILBOX} --password {PASSWORD} --shift-to-today &\n"
         "  airflow standalone     # UI at http://localhost:8080, DAG ewssync__ews_demo"
     )

@@ -221,7 +221,7 @@ def test_the_realistic_fixture_lands_with_html_kept_and_private_items_flagged(
             "INSERT INTO calendar.users (login, email) VALUES ('alice', 'alice@example.com')"
         )
     db.commit()
-    fixture = Path(__file__).resolve().parents[1] / "ewslite" / "fixtures" / "realistic.json"
+    fixture = Path(__file__).resolve().parents[1] / "ewssim" / "fixtures" / "realistic.json"
     sim.load_fixture(fixture, default_mailbox="alice@example.com")
     airflow_env.setenv(
         f"AIRFLOW_CONN_{CONN_ID.upper()}",

@@ -13,6 +13,7 @@ import pytest
 from ewssync.errors import ExchangeError
 from ewssync.exchange import GENERAL, SEND_RECEIVE, open_calendar
 from ewssync.settings import SyncSettings
+from tests.ewssim import EwsSimulator
 
 RECORD_KEYS = {
     "item_id", "change_key", "item_type", "uid", "recurrence_id", "master_item_id", "subject",
@@ -108,19 +109,9 @@ def test_mailbox_guard_in_connection_test(sim):
     assert calendar.test(write=False, app_user_email="Alice@example.com").ok
 
 
-def full_simulator():
-    """The full simulator when it exists, else the compact one (it injects the same faults)."""
-    try:
-        from tests.ewssim import EwsSimulator
-    except ImportError:
-        from tests.ewslite import EwsSimulator
-    return EwsSimulator
-
-
 @pytest.fixture
 def full_sim():
-    """The full simulator (Exchange2016) with alice, for fault injection."""
-    EwsSimulator = full_simulator()  # noqa: N806
+    """The simulator (Exchange2016) with alice, for fault injection."""
     simulator = EwsSimulator(dialect="Exchange2016")
     simulator.add_mailbox("alice@example.com", password="secret", calendar_access=True)
     simulator.start()
@@ -346,11 +337,7 @@ def test_create_and_delete(sim):
 
 @pytest.fixture
 def sim2007():
-    try:
-        from tests.ewssim import EwsSimulator
-    except ImportError:  # the compact simulator speaks the 2007 dialect too
-        from tests.ewslite import EwsSimulator
-
+    """An Exchange 2007 SP1 server with alice."""
     simulator = EwsSimulator(dialect="Exchange2007_SP1")
     simulator.add_mailbox("alice@example.com", password="secret", calendar_access=True)
     simulator.start()

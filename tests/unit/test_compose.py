@@ -94,10 +94,10 @@ def test_simulator_is_demo_only_and_runs_the_fixture_mailbox(services):
     assert sim["image"] == IMAGE
     command = sim["command"]
     command = command.split() if isinstance(command, str) else command
-    assert command[:3] == ["python", "-m", "tests.ewslite"]
+    assert command[:3] == ["python", "-m", "tests.ewssim"]
     assert command[command.index("--host") + 1] == "0.0.0.0"
     assert command[command.index("--port") + 1] == "8765"
-    assert command[command.index("--seed") + 1] == "tests/ewslite/fixtures/realistic.json"
+    assert command[command.index("--seed") + 1] == "tests/ewssim/fixtures/realistic.json"
     assert command[command.index("--user") + 1] == "demo@example.com"
     assert "--shift-to-today" in command
     assert "./tests:/opt/airflow/tests:ro" in sim["volumes"]

@@ -15,8 +15,8 @@ from xml.sax.saxutils import escape
 
 from lxml import etree
 
-from tests.ewslite import recurrence_xml
-from tests.ewslite.mailbox import WINDOWS_ZONES, Item, Mailbox, zone_of
+from tests.ewssim import recurrence_xml
+from tests.ewssim.mailbox import WINDOWS_ZONES, Item, Mailbox, zone_of
 
 S = "http://schemas.xmlsoap.org/soap/envelope/"
 M = "http://schemas.microsoft.com/exchange/services/2006/messages"
@@ -176,7 +176,7 @@ CLEARED = {
 
 
 class EwsSimulator:
-    """A local Exchange server; see tests/ewssim's contract for the control API."""
+    """A local Exchange server; the control API is described in tests/ewssim/README.md."""
 
     def __init__(self, dialect: str = "Exchange2016", max_view_items: int = 1000,
                  strict_schema: bool = False, latency: float = 0.0):  # fmt: skip

@@ -38,7 +38,7 @@ from exchangelib.recurrence import (
 )
 from exchangelib.version import EXCHANGE_2007_SP1, EXCHANGE_2016
 
-from tests.ewslite import EwsSimulator
+from tests.ewssim import EwsSimulator
 
 BERLIN = EWSTimeZone("Europe/Berlin")
 

@@ -14,7 +14,7 @@ from lxml import etree
 from ewssync.exchange import open_calendar
 from ewssync.settings import SyncSettings
 from tests.conftest import SHARED
-from tests.ewslite import EwsSimulator
+from tests.ewssim import EwsSimulator
 
 SOAP_BODY = "{http://schemas.xmlsoap.org/soap/envelope/}Body"
 BERLIN = "W. Europe Standard Time"

@@ -1,6 +1,6 @@
 """Run the simulator standalone: prints its URL on one line, serves until killed.
 
-python -m tests.ewslite --port 8765 --seed tests/ewslite/fixtures/realistic.json \
+python -m tests.ewssim --port 8765 --seed tests/ewssim/fixtures/realistic.json \
     --user demo@example.com --password demo [--shift-to-today] [--latency 0.02]
 """
 
@@ -13,7 +13,7 @@ import sys
 import threading
 from datetime import UTC, datetime
 
-from tests.ewslite import EwsSimulator
+from tests.ewssim import EwsSimulator
 
 
 def main(argv: list[str] | None = None) -> None:
