@@ -47,9 +47,9 @@ def prepare_database() -> str:
         )
     admin.autocommit = True
     with admin.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DEMO_DB,))
-        if not cur.fetchone():
-            cur.execute(f'CREATE DATABASE "{DEMO_DB}"')
+        # The simulator's mailbox is new on every run: so is the demo's calendar database.
+        cur.execute(f'DROP DATABASE IF EXISTS "{DEMO_DB}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{DEMO_DB}"')
     admin.close()
     from ewssync import store
 

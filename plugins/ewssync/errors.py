@@ -28,6 +28,10 @@ class ExchangeError(EwsSyncError):
     """Exchange answered with an error we cannot work around in this run."""
 
 
+class SyncStateExpired(ExchangeError):
+    """Exchange no longer accepts the saved SyncFolderItems state (expired, or another mailbox)."""
+
+
 class StoreError(EwsSyncError):
     """PostgreSQL side failure (schema, merge, missing user)."""
 

@@ -55,7 +55,7 @@ from exchangelib.services.common import EWSService
 from exchangelib.util import create_element
 from exchangelib.version import EXCHANGE_2007_SP1, EXCHANGE_2010, EXCHANGE_2016
 
-from ewssync.errors import ExchangeError
+from ewssync.errors import ExchangeError, SyncStateExpired
 from ewssync.settings import SyncSettings
 from ewssync.timezones import iana_to_windows, windows_to_iana
 
@@ -686,7 +686,7 @@ class EwsCalendar:
                     }
                 )
         except ews_errors.ErrorInvalidSyncStateData:
-            raise ExchangeError(
+            raise SyncStateExpired(
                 f"connection {self.settings.conn_id!r}: Exchange no longer accepts the saved sync "
                 "state; run a full resync"
             ) from None

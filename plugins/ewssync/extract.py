@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ewssync import store
+from ewssync.errors import SyncStateExpired
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,13 @@ def plan_run(
             index_size=len(index),
         )
 
-    new_state, changes = drain_changes(calendar, saved["ews_sync_state"])
+    try:
+        new_state, changes = drain_changes(calendar, saved["ews_sync_state"])
+    except SyncStateExpired:
+        # Exchange forgot our place (states expire; the mailbox may have been moved): re-read
+        # the window. Safe: items we no longer see are confirmed gone by id before deletion.
+        log.warning("connection %s: sync state expired, reading the whole window", conn_id)
+        return plan_run(calendar, conn, conn_id, window, full_resync=True)
     window_moved = (saved["window_start"], saved["window_end"]) != (window_start, window_end)
     if not changes and not window_moved:
         return Plan(mode="no_change", sync_state=new_state)

@@ -264,3 +264,14 @@ def test_the_realistic_fixture_lands_with_html_kept_and_private_items_flagged(
     assert datetime(2026, 10, 19, 7, tzinfo=UTC) in meetings  # CEST: UTC+2
     assert datetime(2026, 10, 26, 8, tzinfo=UTC) in meetings  # CET: UTC+1
     assert datetime(2026, 12, 7, 8, tzinfo=UTC) not in meetings  # deleted occurrence
+
+
+def test_an_expired_sync_state_falls_back_to_reading_the_whole_window(alice):
+    run_dag(DAG_ID, NOW)
+    before = rows(alice["dsn"])
+    alice["mailbox"].epoch = "another-server"  # Exchange no longer knows our sync state
+    run_dag(DAG_ID, NOW + timedelta(minutes=30))
+    assert last_run(alice["dsn"]) | {"counts": None} == {
+        "status": "success", "mode": "full", "counts": None,
+    }  # fmt: skip
+    assert rows(alice["dsn"]) == before  # same content: nothing rewritten, duplicated or lost

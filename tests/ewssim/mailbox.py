@@ -139,6 +139,8 @@ class Mailbox:
         self.store: dict[str, Item] = {}
         self.log: list[tuple[int, str]] = []  # (sequence, item id) of every change
         self.sequence = 0
+        # sync states name the mailbox instance: another server's state is not accepted
+        self.epoch = uuid.uuid4().hex[:12]
         self.lock = threading.RLock()
 
     # --- changes, as Outlook would make them ---------------------------------------------

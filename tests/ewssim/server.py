@@ -475,14 +475,20 @@ class EwsSimulator:
         if not mailbox.calendar_access:
             return error_message("SyncFolderItems", "ErrorAccessDenied", "Access is denied.")
         state = request.find("m:SyncState", NS)
-        try:
-            since = (
-                int(base64.b64decode(state.text).decode())
-                if state is not None and state.text
-                else 0
-            )
-        except ValueError:
-            return error_message("SyncFolderItems", "ErrorInvalidSyncStateData", "Bad state.")
+        since = 0
+        if state is not None and state.text:
+            try:
+                epoch, _, number = base64.b64decode(state.text).decode().partition(":")
+                since = int(number)
+            except ValueError:
+                epoch = None
+            if epoch != mailbox.epoch:
+                # Exchange still sends an empty SyncState (exchangelib reads it before the error)
+                return error_message(
+                    "SyncFolderItems", "ErrorInvalidSyncStateData",
+                    "Synchronization state data is corrupt or otherwise invalid.",
+                    "<m:SyncState/><m:IncludesLastItemInRange>true</m:IncludesLastItemInRange>",
+                )  # fmt: skip
         maximum = int(request.findtext("m:MaxChangesReturned", "512", NS))
         changes, current = mailbox.changes_since(since)
         page, last = changes[:maximum], len(changes) <= maximum
@@ -496,7 +502,7 @@ class EwsSimulator:
             else:
                 item = mailbox.get(item_id)
                 body.append(f"<t:{kind}>{self.item_xml(item, fields)}</t:{kind}>")
-        token = base64.b64encode(str(current).encode()).decode()
+        token = base64.b64encode(f"{mailbox.epoch}:{current}".encode()).decode()
         return (
             '<m:SyncFolderItemsResponseMessage ResponseClass="Success"><m:ResponseCode>NoError'
             f"</m:ResponseCode><m:SyncState>{token}</m:SyncState><m:IncludesLastItemInRange>"
