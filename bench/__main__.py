@@ -84,7 +84,7 @@ def bench_sync(table: Table, items: int, series: int, latency: float, sample: in
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(fixture, handle, default=str)
         fixture_path = handle.name
-    sim = EwsSimulator(dialect="Exchange2016", strict_schema=False)
+    sim = EwsSimulator(dialect="Exchange2016")
     sim.add_mailbox(sync_bench.MAILBOX, password=sync_bench.PASSWORD, calendar_access=True)
     sim.load_fixture(fixture_path, default_mailbox=sync_bench.MAILBOX)
     sim.start()

@@ -415,8 +415,11 @@ class EwsCalendar:
             # exchangelib keeps these on the protocol class: set them before the first request.
             # A timeout bounds every request, so a dropped connection cannot hang (issue #1375).
             BaseProtocol.TIMEOUT = self.settings.timeout_seconds
-            if not self.settings.verify_tls:
-                BaseProtocol.HTTP_ADAPTER_CLS = NoVerifyHTTPAdapter
+            # Set both ways: the class attribute is process-wide and must not stick from an
+            # earlier connection with verify_tls off.
+            BaseProtocol.HTTP_ADAPTER_CLS = (
+                requests.adapters.HTTPAdapter if self.settings.verify_tls else NoVerifyHTTPAdapter
+            )
             build = EXCHANGE_2007_SP1 if self.settings.use_2007_protocol else EXCHANGE_2016
             config = Configuration(
                 service_endpoint=self.settings.service_endpoint,
@@ -435,6 +438,8 @@ class EwsCalendar:
                 access_type=DELEGATE,
                 default_timezone=EWSTimeZone(self.settings.exchange_timezone),
             )
+            # which TLS adapter this protocol's sessions use (see _drop_stale_protocol)
+            self._account.protocol._ewssync_adapter = BaseProtocol.HTTP_ADAPTER_CLS
         return self._account
 
     @property
@@ -872,6 +877,7 @@ def _drop_stale_protocol(config: Configuration) -> None:
         or cached.config.version.build != config.version.build
         or cached.config.auth_type != config.auth_type
         or getattr(cached.retry_policy, "max_wait", None) != config.retry_policy.max_wait
+        or getattr(cached, "_ewssync_adapter", None) is not BaseProtocol.HTTP_ADAPTER_CLS
     )
     if stale:
         with suppress(KeyError):

@@ -179,8 +179,10 @@ class EwsSimulator:
     """A local Exchange server; the control API is described in tests/ewssim/README.md."""
 
     def __init__(self, dialect: str = "Exchange2016", max_view_items: int = 1000,
-                 strict_schema: bool = False, latency: float = 0.0):  # fmt: skip
+                 latency: float = 0.0, tls: bool = False):  # fmt: skip
         self.dialect = dialect
+        self.tls = tls  # HTTPS with a throwaway self-signed certificate (self.certificate)
+        self.certificate = None
         self.max_view_items = max_view_items
         self.latency = latency
         self.mailboxes: dict[str, Mailbox] = {}
@@ -273,7 +275,8 @@ class EwsSimulator:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/EWS/Exchange.asmx"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{host}:{port}/EWS/Exchange.asmx"
 
     def start(self, port: int = 0, host: str = "127.0.0.1") -> EwsSimulator:
         simulator = self
@@ -314,6 +317,11 @@ class EwsSimulator:
                 self.wfile.write(payload)
 
         self._server = ThreadingHTTPServer((host, port), Handler)
+        if self.tls:
+            from tests.ewssim.tls import self_signed_context
+
+            context, self.certificate = self_signed_context(host)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self

@@ -211,3 +211,22 @@ def test_a_malformed_answer_is_an_error_not_a_hang(account):
     start = EWSDateTime(2026, 11, 1, tzinfo=BERLIN)
     with pytest.raises((MalformedResponseError, SOAPError)):
         list(account.calendar.view(start=start, end=local(2026, 12, 1), max_items=10))
+
+
+def test_deleting_one_occurrence_through_ews_leaves_the_rest_of_the_series(account):
+    account, sim = account
+    series = CalendarItem(
+        account=account, folder=account.calendar, subject="Standup",
+        start=local(2026, 11, 23), end=local(2026, 11, 23, 10),
+        recurrence=Recurrence(pattern=DailyPattern(interval=1), start=date(2026, 11, 23), number=3),
+    )  # fmt: skip
+    series.save(send_meeting_invitations="SendToNone")
+    middle = list(account.calendar.view(start=local(2026, 11, 23, 0), end=local(2026, 11, 26, 0)))[
+        1
+    ]
+    middle.delete()  # DeleteItem of an occurrence id
+    assert view_days(account, local(2026, 11, 23, 0), local(2026, 11, 26, 0)) == [
+        date(2026, 11, 23), date(2026, 11, 25),
+    ]  # fmt: skip
+    master = sim.mailbox("alice@example.com").get(series.id)
+    assert master.deleted == {datetime(2026, 11, 24, 8, tzinfo=UTC)}

@@ -454,3 +454,21 @@ def test_a_server_that_accepts_but_never_answers_does_not_hang():
     assert not report.ok
     assert elapsed < 20, elapsed
     assert "did not answer" in report.parts[0].message, report.parts[0].message
+
+
+# --- TLS -------------------------------------------------------------------------------------
+
+
+def test_an_untrusted_certificate_fails_the_general_connection_with_a_tls_message():
+    sim = EwsSimulator(tls=True)
+    sim.add_mailbox("alice@example.com", password="secret")
+    sim.start()
+    try:
+        assert sim.url.startswith("https://")
+        report = open_calendar(settings_for(sim)).test(write=False)
+        assert report.parts[0].ok is False
+        assert "TLS certificate" in report.parts[0].message
+        # verify_tls off (test systems only): the same server is accepted
+        assert open_calendar(settings_for(sim, verify_tls=False)).test(write=True).ok
+    finally:
+        sim.stop()
