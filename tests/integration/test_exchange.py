@@ -109,44 +109,32 @@ def test_mailbox_guard_in_connection_test(sim):
     assert calendar.test(write=False, app_user_email="Alice@example.com").ok
 
 
-@pytest.fixture
-def full_sim():
-    """The simulator (Exchange2016) with alice, for fault injection."""
-    simulator = EwsSimulator(dialect="Exchange2016")
-    simulator.add_mailbox("alice@example.com", password="secret", calendar_access=True)
-    simulator.start()
-    try:
-        yield simulator
-    finally:
-        simulator.stop()
-
-
 # --- faults ----------------------------------------------------------------------------------
 
 
-def test_server_busy_is_retried_after_the_back_off(full_sim):
-    calendar = open_calendar(settings_for(full_sim))
+def test_server_busy_is_retried_after_the_back_off(sim):
+    calendar = open_calendar(settings_for(sim))
     calendar.read_index(utc(2026, 5, 1), utc(2026, 5, 8))  # warm up: folders known
-    full_sim.inject_fault("server_busy", operation="FindItem", count=1, back_off_ms=300)
+    sim.inject_fault("server_busy", operation="FindItem", count=1, back_off_ms=300)
     started = time.monotonic()
     assert calendar.read_index(utc(2026, 5, 1), utc(2026, 5, 8)) == []
     assert time.monotonic() - started >= 0.3
-    assert full_sim.request_counts["FindItem"] == 3  # warm-up, refused, retried
+    assert sim.request_counts["FindItem"] == 3  # warm-up, refused, retried
 
 
-def test_dropped_connection_does_not_hang(full_sim):
-    calendar = open_calendar(settings_for(full_sim, timeout_seconds=2))
+def test_dropped_connection_does_not_hang(sim):
+    calendar = open_calendar(settings_for(sim, timeout_seconds=2))
     calendar.read_index(utc(2026, 5, 1), utc(2026, 5, 8))
-    full_sim.inject_fault("drop_connection", operation="FindItem", count=1)
+    sim.inject_fault("drop_connection", operation="FindItem", count=1)
     started = time.monotonic()
     assert calendar.read_index(utc(2026, 5, 1), utc(2026, 5, 8)) == []
     assert time.monotonic() - started < 20
 
 
-def test_a_silent_server_times_out(full_sim):
-    calendar = open_calendar(settings_for(full_sim, timeout_seconds=1))
+def test_a_silent_server_times_out(sim):
+    calendar = open_calendar(settings_for(sim, timeout_seconds=1))
     calendar.read_index(utc(2026, 5, 1), utc(2026, 5, 8))
-    full_sim.inject_fault("latency", operation="FindItem", count=100, seconds=5)
+    sim.inject_fault("latency", operation="FindItem", count=100, seconds=5)
     started = time.monotonic()
     with pytest.raises(ExchangeError) as caught:
         calendar.read_index(utc(2026, 5, 1), utc(2026, 5, 8))
@@ -154,10 +142,10 @@ def test_a_silent_server_times_out(full_sim):
     assert "ews_test" in str(caught.value)
 
 
-def test_http_500_once_is_retried(full_sim):
-    calendar = open_calendar(settings_for(full_sim))
+def test_http_500_once_is_retried(sim):
+    calendar = open_calendar(settings_for(sim))
     calendar.read_index(utc(2026, 5, 1), utc(2026, 5, 8))
-    full_sim.inject_fault("http500", operation="FindItem", count=1)
+    sim.inject_fault("http500", operation="FindItem", count=1)
     assert calendar.read_index(utc(2026, 5, 1), utc(2026, 5, 8)) == []
 
 
