@@ -17,7 +17,7 @@ MAX_SYNC_PAGES = 1000
 
 
 class CalendarSource(Protocol):
-    """What extract needs of the Exchange side (ewssync.exchange.EwsCalendar provides it)."""
+    """What extract needs of the Exchange side (ewssync.exchange.ews.EwsCalendar provides it)."""
 
     def sync_changes(
         self, state: str | None, max_changes: int = 512

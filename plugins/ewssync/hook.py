@@ -11,7 +11,7 @@ from ewssync.provider_info import HOOK_NAME, UI_FIELD_BEHAVIOUR
 from ewssync.settings import EXTRA_FIELDS, FIELD_DOCS, SyncSettings
 
 if TYPE_CHECKING:
-    from ewssync.exchange import ConnectionReport, EwsCalendar
+    from ewssync.exchange import ConnectionReport, ExchangeCalendar
 
 
 class EwsHook(BaseHook):
@@ -76,13 +76,13 @@ class EwsHook(BaseHook):
             self._settings = SyncSettings.from_connection(self.get_connection(self.ews_conn_id))
         return self._settings
 
-    def get_calendar(self) -> EwsCalendar:
+    def get_calendar(self) -> ExchangeCalendar:
         """The connection's calendar (nothing is sent until it is used)."""
         from ewssync.exchange import open_calendar
 
         return open_calendar(self.get_settings())
 
-    def get_conn(self) -> EwsCalendar:
+    def get_conn(self) -> ExchangeCalendar:
         """Same as get_calendar(), under the name Airflow's hooks share."""
         return self.get_calendar()
 

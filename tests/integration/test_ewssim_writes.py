@@ -45,7 +45,7 @@ BERLIN = EWSTimeZone("Europe/Berlin")
 
 @pytest.fixture(params=["Exchange2016", "Exchange2007_SP1"])
 def account(request):
-    import ewssync.exchange  # noqa: F401 - installs the Exchange 2007 MeetingTimeZone field
+    import ewssync.exchange.ews_patches  # noqa: F401 - installs the Exchange 2007 MeetingTimeZone field
 
     sim = EwsSimulator(dialect=request.param)
     sim.add_mailbox("alice@example.com", password="secret")

@@ -24,6 +24,7 @@ from exchangelib.util import xml_to_str
 from exchangelib.version import EXCHANGE_2007_SP1, EXCHANGE_2016
 from lxml import etree
 
+import ewssync.exchange.ews_patches  # noqa: F401 - the adapters under test
 from ewssync.exchange import SECRET_FILTER
 
 T = "http://schemas.microsoft.com/exchange/services/2006/types"

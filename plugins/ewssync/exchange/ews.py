@@ -1,32 +1,9 @@
-"""The Exchange side behind one small interface; EWS through exchangelib (a Graph backend can sit
-beside it). Only this module and hook.py import exchangelib.
-
-Record dicts returned by ``fetch`` (the pipeline depends on exactly these keys):
-
-| key | meaning |
-|---|---|
-| item_id, change_key | EWS ids |
-| item_type | 'Single', 'Occurrence', 'Exception' or 'RecurringMaster' |
-| uid, recurrence_id | iCalendar UID; original start (UTC) of an occurrence/exception, else None |
-| master_item_id | None (EWS GetItem does not name an occurrence's master) |
-| subject, location, body, body_type | body_type 'HTML' or 'Text' |
-| start, end | aware UTC datetimes; for all-day items local midnight in the item's zone |
-| is_all_day, start_date, end_date | dates for all-day items, end inclusive; else None |
-| timezone_windows, timezone_iana | the zone the server named, and its IANA name (None if unknown) |
-| sensitivity | 'Normal', 'Personal', 'Private' or 'Confidential' |
-| reminder_is_set, reminder_minutes | |
-| legacy_free_busy | 'Free', 'Tentative', 'Busy', 'OOF', 'WorkingElsewhere' or 'NoData' |
-| categories, last_modified, is_recurring | |
-"""
+"""The EWS backend: one mailbox's calendar through exchangelib (with ews_patches installed)."""
 
 from __future__ import annotations
 
-import base64
 import logging
-import re
 import socket
-from contextlib import suppress
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from time import sleep
 from typing import Any
@@ -42,22 +19,22 @@ from exchangelib import (
     Credentials,
     EWSDateTime,
     EWSTimeZone,
-    FaultTolerance,
     HTMLBody,
     Version,
 )
 from exchangelib import errors as ews_errors
-from exchangelib.fields import InvalidFieldForVersion, TimeZoneField
+from exchangelib.fields import InvalidFieldForVersion
 from exchangelib.folders import Calendar, DistinguishedFolderId, Root
 from exchangelib.properties import Mailbox as EwsMailbox
-from exchangelib.protocol import BaseProtocol, NoVerifyHTTPAdapter, Protocol
-from exchangelib.services.common import EWSService
-from exchangelib.util import create_element
+from exchangelib.protocol import BaseProtocol, NoVerifyHTTPAdapter
 from exchangelib.version import EXCHANGE_2007_SP1, EXCHANGE_2010, EXCHANGE_2016
 
 from ewssync.errors import ExchangeError, SyncStateExpired
+from ewssync.exchange.base import GENERAL, SEND_RECEIVE, ConnectionReport, ReportPart
+from ewssync.exchange.ews_patches import RetryPolicy, drop_stale_protocol, zone_is_known
+from ewssync.exchange.redact import SECRET_FILTER
 from ewssync.settings import SyncSettings
-from ewssync.timezones import iana_to_windows, windows_to_iana
+from ewssync.timezones import iana_to_windows
 
 log = logging.getLogger(__name__)
 
@@ -73,239 +50,6 @@ FETCH_FIELDS = (
 INDEX_FIELDS = ("id", "changekey", "type", "start", "end", "is_all_day")
 SYNC_FIELDS = ("id", "changekey", "type")
 
-
-# --- time zones on items: what exchangelib gets wrong ------------------------------------------
-# 1. Exchange2007_SP1: exchangelib writes <t:MeetingTimeZone Id="…"/>, which Microsoft's schema
-#    rejects (TimeZoneType has a TimeZoneName attribute, no Id), and reading the schema-valid form
-#    <t:MeetingTimeZone TimeZoneName="…"> makes it call from_ms_id(None) and crash (TypeError).
-# 2. Unknown or "Customized Time Zone" names: exchangelib warns and forgets the name, so we could
-#    neither report nor fall back knowingly.
-# 3. All-day items: exchangelib turns start/end into dates in the item's StartTimeZone, which is
-#    None on 2007 (MeetingTimeZone) or when not requested -- and then the host's zone is used.
-# The field below reads Id, TimeZoneName or Name and keeps the raw name (ms_id) on a private zone
-# instance; unknown names give the connection's zone marked unknown. The from_xml below computes
-# all-day dates in the item's known zone, else the account's default zone, never the host's.
-# To report upstream (ecederstrand/exchangelib): "MeetingTimeZone: Id attribute is not in the
-# 2007 schema, TimeZoneName is not parsed; all-day dates use the host zone when
-# _start_timezone is None".
-
-
-class ServerZoneField(TimeZoneField):
-    """A calendar item's zone as the server names it (keeps the raw name in ``ms_id``)."""
-
-    def __init__(self, *args: Any, meeting: bool = False, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.meeting = meeting
-
-    def from_xml(self, elem, account):
-        field_elem = elem.find(self.response_tag())
-        if field_elem is None:
-            return self.default
-        raw = field_elem.get("Id") or field_elem.get("TimeZoneName") or field_elem.get("Name")
-        fallback = account.default_timezone.key if account is not None else "UTC"
-        return server_zone(raw, fallback)
-
-    def to_xml(self, value, version):
-        if self.meeting:  # Exchange 2007's TimeZoneType
-            return create_element(self.request_tag(), attrs={"TimeZoneName": value.ms_id})
-        return super().to_xml(value, version)
-
-
-def server_zone(raw: str | None, fallback: str) -> EWSTimeZone | None:
-    """A zone for the name the server sent: IANA if known, else ``fallback`` marked unknown."""
-    if not raw:
-        return None
-    iana = windows_to_iana(raw)
-    zone = EWSTimeZone.no_cache(iana or fallback)  # a private instance: ms_id is ours to set
-    zone.ms_id = raw
-    zone.ms_name = ""
-    zone.ewssync_known = iana is not None
-    return zone
-
-
-def zone_is_known(zone: Any) -> bool:
-    return zone is not None and getattr(zone, "ewssync_known", True)
-
-
-def _install_zone_fields() -> None:
-    for name in ("_meeting_timezone", "_start_timezone", "_end_timezone"):
-        current = CalendarItem.get_field_by_fieldname(name)
-        if isinstance(current, ServerZoneField):
-            continue
-        replacement = ServerZoneField(
-            name=current.name,
-            field_uri=current.field_uri,
-            supported_from=current.supported_from,
-            deprecated_from=current.deprecated_from,
-            is_searchable=False,
-            meeting=name == "_meeting_timezone",
-        )
-        index = CalendarItem.FIELDS.index(current)
-        CalendarItem.FIELDS[index] = replacement
-        CalendarItem.FIELDS._dict[replacement.name] = replacement  # keep the name lookup in step
-    CalendarItem.from_xml = classmethod(_calendar_item_from_xml)
-
-
-def _calendar_item_from_xml(cls, elem, account):
-    item = super(CalendarItem, cls).from_xml(elem=elem, account=account)
-    if not item.is_all_day:
-        return item
-    zone = next(
-        (z for z in (item._start_timezone, item._meeting_timezone) if zone_is_known(z)),
-        account.default_timezone if account is not None else EWSTimeZone("UTC"),
-    )
-    for name in ("start", "end"):
-        value = getattr(item, name)
-        if isinstance(value, datetime):
-            if name == "end":  # exchangelib's convention: the end date is inclusive
-                value -= timedelta(days=1)
-            setattr(item, name, value.astimezone(zone).date())
-    return item
-
-
-_install_zone_fields()
-
-
-# --- never log a password ---------------------------------------------------------------------
-# exchangelib's DEBUG log dumps request headers, Authorization included. This filter sits on
-# every exchangelib logger (and ours) and blanks credentials before any handler sees a record.
-
-_AUTH_HEADER = re.compile(
-    r"""(authorization['"]?\s*[:=]\s*['"]?)(basic|ntlm|negotiate|bearer)\s+[^'",}\s]+""",
-    re.IGNORECASE,
-)
-
-
-class SecretFilter(logging.Filter):
-    """Blank Authorization header values and known passwords (plain and base64) in log records."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: set[str] = set()
-
-    def add(self, username: str, password: str) -> None:
-        if not password:
-            return
-        self.secrets.add(password)
-        self.secrets.add(base64.b64encode(f"{username}:{password}".encode()).decode())
-
-    def scrub(self, text: str) -> str:
-        text = _AUTH_HEADER.sub(r"\1\2 ***", text)
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken record: leave it to logging's own error handling
-            return True
-        clean = self.scrub(message)
-        if clean != message:
-            record.msg, record.args = clean, None
-        return True
-
-
-SECRET_FILTER = SecretFilter()
-
-
-def _install_secret_filter() -> None:
-    names = [
-        name
-        for name in list(logging.root.manager.loggerDict)
-        if name == "exchangelib" or name.startswith(("exchangelib.", "ewssync"))
-    ]
-    for name in [*names, "exchangelib", "ewssync", "requests_ntlm", "urllib3.connectionpool"]:
-        logger = logging.getLogger(name)
-        if SECRET_FILTER not in logger.filters:
-            logger.addFilter(SECRET_FILTER)
-
-
-_install_secret_filter()
-
-
-# --- response parsing speed ------------------------------------------------------------------------
-# exchangelib parses every SOAP response with to_xml(response.iter_content()). For a response
-# that was read whole (every non-streaming call), requests' iter_content() defaults to chunks of
-# ONE byte, so a 10 MB GetItem batch costs ~10 million generator steps: 12 s of CPU for the
-# index and 17 s for the bodies of a 10,000-item window, more than the network time. Handing it
-# 64 KiB chunks changes nothing else. Reported upstream: "_get_soap_parts: iter_content() without
-# chunk_size reads byte by byte".
-
-
-class _ChunkedResponse:
-    """A requests.Response seen through iter_content() with large chunks."""
-
-    def __init__(self, response: requests.Response):
-        self._response = response
-
-    def iter_content(self):
-        return self._response.iter_content(chunk_size=64 * 1024)
-
-
-def _install_chunked_parsing() -> None:
-    original = EWSService._get_soap_parts.__func__
-    if getattr(original, "_ewssync_chunked", False):
-        return
-
-    def _get_soap_parts(cls, response):
-        if isinstance(response, requests.Response):
-            response = _ChunkedResponse(response)
-        return original(cls, response)
-
-    _get_soap_parts._ewssync_chunked = True
-    EWSService._get_soap_parts = classmethod(_get_soap_parts)
-
-
-_install_chunked_parsing()
-
-
-# --- retries ----------------------------------------------------------------------------------
-
-
-class RetryPolicy(FaultTolerance):
-    """FaultTolerance (sleep for the BackOffMilliseconds the server asks, retry dropped
-    connections, up to max_wait), except that HTTP 401 is a login failure.
-
-    exchangelib's FaultTolerance treats every 401 as throttling ("EWS sometimes throws 401's
-    when it wants us to throttle") and sleeps until max_wait; with Basic authentication a 401
-    is nearly always a wrong user name or password, which must fail at once and say so.
-    """
-
-    def raise_response_errors(self, response):
-        if response.status_code == 401:
-            raise ews_errors.UnauthorizedError(f"Invalid credentials for {response.url}")
-        return super().raise_response_errors(response)
-
-
-# --- the connection report ----------------------------------------------------------------------
-
-
-@dataclass
-class ReportPart:
-    name: str
-    ok: bool | None  # None: not run
-    message: str
-
-
-@dataclass
-class ConnectionReport:
-    """The two-part connection test: General connection, Send/receive data."""
-
-    parts: list[ReportPart] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.parts) and all(part.ok for part in self.parts)
-
-    def __str__(self) -> str:
-        lines = []
-        for part in self.parts:
-            state = "OK" if part.ok else ("not run" if part.ok is None else "FAILED")
-            lines.append(f"{part.name}: {state}" + (f" — {part.message}" if part.message else ""))
-        return "\n".join(lines)
-
-
 # Errors about the mailbox, not the connection: the server answered and accepted the user.
 _MAILBOX_ERRORS = (
     ews_errors.ErrorAccessDenied,
@@ -314,9 +58,6 @@ _MAILBOX_ERRORS = (
     ews_errors.ErrorMailRecipientNotFound,
     ews_errors.ErrorImpersonateUserDenied,
 )
-
-GENERAL = "General connection"
-SEND_RECEIVE = "Send/receive data"
 
 
 def explain(exc: BaseException, settings: SyncSettings) -> str:
@@ -430,7 +171,7 @@ class EwsCalendar:
                 retry_policy=RetryPolicy(max_wait=self.settings.timeout_seconds * 2),
                 max_connections=4,
             )
-            _drop_stale_protocol(config)
+            drop_stale_protocol(config)
             self._account = Account(
                 primary_smtp_address=self.settings.mailbox,
                 config=config,
@@ -438,7 +179,7 @@ class EwsCalendar:
                 access_type=DELEGATE,
                 default_timezone=EWSTimeZone(self.settings.exchange_timezone),
             )
-            # which TLS adapter this protocol's sessions use (see _drop_stale_protocol)
+            # which TLS adapter this protocol's sessions use (see drop_stale_protocol)
             self._account.protocol._ewssync_adapter = BaseProtocol.HTTP_ADAPTER_CLS
         return self._account
 
@@ -859,31 +600,6 @@ def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, ews_errors.TransportError) and "Connection broken" in str(exc):
         return True  # exchangelib re-raises requests' ChunkedEncodingError as a TransportError
     return isinstance(exc, ews_errors.SOAPError) and "internal server error" in str(exc).lower()
-
-
-def _drop_stale_protocol(config: Configuration) -> None:
-    """Forget exchangelib's cached protocol for this endpoint and user if it was built otherwise.
-
-    exchangelib caches one Protocol per (endpoint, credentials) for the life of the process,
-    with the version and retry policy of the first caller. Without this, switching
-    use_2007_protocol and pressing Test again would still talk the old version.
-    """
-    try:
-        cached, _ = Protocol[config]
-    except KeyError:
-        return
-    stale = isinstance(cached, Exception) or (
-        type(cached.retry_policy) is not type(config.retry_policy)
-        or cached.config.version.build != config.version.build
-        or cached.config.auth_type != config.auth_type
-        or getattr(cached.retry_policy, "max_wait", None) != config.retry_policy.max_wait
-        or getattr(cached, "_ewssync_adapter", None) is not BaseProtocol.HTTP_ADAPTER_CLS
-    )
-    if stale:
-        with suppress(KeyError):
-            del Protocol[config]
-        if not isinstance(cached, Exception):
-            cached.close()
 
 
 def _utc(value: datetime | None) -> datetime | None:

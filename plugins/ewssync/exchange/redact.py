@@ -1,0 +1,70 @@
+"""Never log a secret: a logging filter that blanks credentials before any handler sees them."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+
+# exchangelib's DEBUG log dumps request headers, Authorization included. This filter sits on
+# every exchangelib logger (and ours) and blanks credentials before any handler sees a record.
+
+_AUTH_HEADER = re.compile(
+    r"""(authorization['"]?\s*[:=]\s*['"]?)(basic|ntlm|negotiate|bearer)\s+[^'",}\s]+""",
+    re.IGNORECASE,
+)
+
+
+class SecretFilter(logging.Filter):
+    """Blank Authorization header values and known passwords (plain and base64) in log records."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def add(self, username: str, password: str) -> None:
+        if not password:
+            return
+        self.secrets.add(password)
+        self.secrets.add(base64.b64encode(f"{username}:{password}".encode()).decode())
+
+    def scrub(self, text: str) -> str:
+        text = _AUTH_HEADER.sub(r"\1\2 ***", text)
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken record: leave it to logging's own error handling
+            return True
+        clean = self.scrub(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+SECRET_FILTER = SecretFilter()
+
+
+def _install_secret_filter() -> None:
+    names = [
+        name
+        for name in list(logging.root.manager.loggerDict)
+        if name == "exchangelib" or name.startswith(("exchangelib.", "ewssync"))
+    ]
+    for name in [
+        *names,
+        "exchangelib",
+        "ewssync",
+        "ewssync.exchange",
+        "requests_ntlm",
+        "urllib3.connectionpool",
+    ]:
+        logger = logging.getLogger(name)
+        if SECRET_FILTER not in logger.filters:
+            logger.addFilter(SECRET_FILTER)
+
+
+_install_secret_filter()
