@@ -5,22 +5,44 @@ exchangelib."""
 from __future__ import annotations
 
 from ewssync.exchange.base import (
+    CONFLICT,
     GENERAL,
+    MAX_BATCH,
+    NOT_FOUND,
+    REFUSED,
     SEND_RECEIVE,
+    AppointmentWrite,
     ConnectionReport,
     ExchangeCalendar,
+    ItemUpdate,
+    OccurrenceRef,
+    OccurrenceUpdate,
+    Recurrence,
     ReportPart,
+    StampedItem,
+    WriteResult,
 )
 from ewssync.exchange.redact import SECRET_FILTER
 from ewssync.settings import SyncSettings
 
 __all__ = [
+    "CONFLICT",
     "GENERAL",
+    "MAX_BATCH",
+    "NOT_FOUND",
+    "REFUSED",
     "SECRET_FILTER",
     "SEND_RECEIVE",
+    "AppointmentWrite",
     "ConnectionReport",
     "ExchangeCalendar",
+    "ItemUpdate",
+    "OccurrenceRef",
+    "OccurrenceUpdate",
+    "Recurrence",
     "ReportPart",
+    "StampedItem",
+    "WriteResult",
     "open_calendar",
 ]
 

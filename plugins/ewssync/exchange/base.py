@@ -1,7 +1,6 @@
 """The Exchange side's interface and its backend-neutral records (no exchangelib here).
 
 Record dicts returned by ``fetch`` (the pipeline depends on exactly these keys):
-Record dicts returned by ``fetch`` (the pipeline depends on exactly these keys):
 
 | key | meaning |
 |---|---|
@@ -17,12 +16,17 @@ Record dicts returned by ``fetch`` (the pipeline depends on exactly these keys):
 | reminder_is_set, reminder_minutes | |
 | legacy_free_busy | 'Free', 'Tentative', 'Busy', 'OOF', 'WorkingElsewhere' or 'NoData' |
 | categories, last_modified, is_recurring | |
+| stamp | the app appointment id push stamped on the item when it created it (``AppointmentWrite.stamp``), else None |
+
+The write side (push) is below the protocol: backend-neutral records in, one ``WriteResult`` per
+item out, in batches of up to ``MAX_BATCH``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Protocol
 
 GENERAL = "General connection"
@@ -46,9 +50,242 @@ class ExchangeCalendar(Protocol):
 
     def fetch(self, item_ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]: ...
 
-    def create(self, record: dict[str, Any]) -> tuple[str, str]: ...
+    def create(self, record: dict[str, Any]) -> tuple[str, str]:
+        """Create one plain item (the connection test); returns (item id, change key)."""
+        ...
 
-    def delete(self, item_id: str) -> None: ...
+    def delete(self, item_id: str) -> None:
+        """Delete one item for good (the connection test); an item already gone is fine."""
+        ...
+
+    # --- the write side (push); see the records below -------------------------------------
+
+    def create_items(self, records: Sequence[AppointmentWrite]) -> list[WriteResult]:
+        """Create single items and series masters (no invitations sent), stamped with
+        ``record.stamp``; a series' ``deleted_occurrences`` are deleted after it is created.
+
+        :return: one result per record, in order; ``item_id`` is the new item (the master for a
+            series). A series whose occurrence deletions failed is still ok (the master exists);
+            the message says which failed.
+        """
+        ...
+
+    def update_items(self, updates: Sequence[ItemUpdate]) -> list[WriteResult]:
+        """Set ``fields`` of existing items (no meeting updates sent).
+
+        A stale ``change_key`` gives CONFLICT for that item and leaves it unchanged; the caller
+        re-reads it (``fetch``) and decides by its conflict policy.
+        """
+        ...
+
+    def delete_items(
+        self, item_ids: Sequence[str], send_cancellations: bool = False
+    ) -> list[WriteResult]:
+        """Delete items for good. An occurrence's id deletes just that occurrence (it becomes a
+        deleted occurrence of its series); a master's id deletes the whole series. An item
+        already gone is ok (error NOT_FOUND).
+
+        :param send_cancellations: send meeting cancellations to attendees (off by default).
+        """
+        ...
+
+    def update_occurrences(self, updates: Sequence[OccurrenceUpdate]) -> list[WriteResult]:
+        """Turn occurrences (addressed by master + position) into exceptions with ``fields``.
+
+        :return: per update, the exception's own item id and change key.
+        """
+        ...
+
+    def delete_occurrences(self, occurrences: Sequence[OccurrenceRef]) -> list[WriteResult]:
+        """Delete single occurrences of series (addressed by master + position); one already
+        deleted is ok (NOT_FOUND)."""
+        ...
+
+    def find_stamped(self, stamps: Sequence[str]) -> dict[str, StampedItem]:
+        """The calendar's items carrying these stamps (``AppointmentWrite.stamp``), whatever
+        their dates: how a create whose answer was lost (the process died after Exchange
+        accepted it) is found again. Few requests: EWS asks one FindItem per 100 stamps.
+
+        :return: stamp -> the item; stamps with no item are absent.
+        """
+        ...
+
+
+# --- the write side ------------------------------------------------------------------------------
+#
+# Push hands the backend backend-neutral records (below) in batches; the backend writes them with
+# as few requests as its API allows (EWS: up to MAX_BATCH items per CreateItem / UpdateItem /
+# DeleteItem) and answers one WriteResult per input, in input order. Per-item failures come back
+# as results, never as exceptions; an exception means the whole call failed (connection, auth)
+# and nothing is known about the items not answered. Throttling is the backend's business: it
+# waits for the back-off the server asks for and retries.
+#
+# Values use the same vocabulary as the read records above (Sensitivity, LegacyFreeBusyStatus,
+# Windows-free IANA zone names), so a record written and read back compares equal field by field.
+
+MAX_BATCH = 100  # items per write request (EWS; exchangelib's chunk_size)
+
+# WriteResult.error kinds
+CONFLICT = "conflict"  # the change key was stale: someone changed the item since we read it
+NOT_FOUND = "not_found"  # no such item (for deletes this counts as done: ok=True)
+REFUSED = "refused"  # the server refused this item (invalid value, access denied, ...): see message
+
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+WEEK_INDEXES = ("First", "Second", "Third", "Fourth", "Last")
+PATTERNS = (
+    "daily", "weekly", "absolute_monthly", "relative_monthly", "absolute_yearly",
+    "relative_yearly",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Recurrence:
+    """A series' pattern and range, in the terms EWS (<t:Recurrence>) and Graph
+    (patternedRecurrence) share. Dates are local dates in the series' time zone.
+
+    :param pattern: one of PATTERNS.
+    :param interval: every n days / weeks / months (yearly: always 1 year; ignored).
+    :param weekdays: weekly: the days (WEEKDAYS names); relative_*: exactly one day.
+    :param day_of_month: absolute_monthly / absolute_yearly: 1-31.
+    :param month: absolute_yearly / relative_yearly: 1-12.
+    :param week_index: relative_*: one of WEEK_INDEXES.
+    :param start: the first day of the range (the first occurrence's local date).
+    :param end: the last day of the range, inclusive (EndDateRecurrence), or None.
+    :param count: the number of occurrences (NumberedRecurrence), or None; neither end nor
+        count: no end.
+    """
+
+    pattern: str
+    start: date
+    interval: int = 1
+    weekdays: tuple[str, ...] = ()
+    day_of_month: int | None = None
+    month: int | None = None
+    week_index: str | None = None
+    end: date | None = None
+    count: int | None = None
+
+
+@dataclass(frozen=True)
+class AppointmentWrite:
+    """One appointment as push wants it in Exchange: a single item or a series master.
+
+    :param stamp: the app's appointment id. The backend keeps it on the item in a property
+        Exchange preserves (EWS: a named extended property), returns it as the ``stamp`` key of
+        read records, and finds items by it (``find_stamped``): a create whose answer was lost
+        is adopted by the next run instead of being created twice.
+    :param start: aware datetime; for all-day items the local midnight of ``start_date`` in
+        ``time_zone``.
+    :param end: aware datetime; for all-day items the local midnight after ``end_date``.
+    :param time_zone: IANA name; the item's start and end zone in Exchange.
+    :param start_date: all-day items only: the first local date.
+    :param end_date: all-day items only: the last local date, inclusive.
+    :param body: the notes; ``body_type`` 'HTML' or 'Text'.
+    :param sensitivity: 'Normal' or 'Private'.
+    :param reminder_minutes: minutes before start; None: no reminder.
+    :param legacy_free_busy: 'Free', 'Tentative', 'Busy', 'OOF' or 'WorkingElsewhere'.
+    :param categories: Exchange categories (the app's category, when set).
+    :param recurrence: set for a series master; None for a single item.
+    :param deleted_occurrences: series only: original starts (aware, UTC) of occurrences to
+        delete right after the series is created (RRULE EXDATEs).
+    """
+
+    stamp: str
+    subject: str
+    start: datetime
+    end: datetime
+    time_zone: str
+    location: str = ""
+    body: str = ""
+    body_type: str = "Text"
+    is_all_day: bool = False
+    start_date: date | None = None
+    end_date: date | None = None
+    sensitivity: str = "Normal"
+    reminder_minutes: int | None = None
+    legacy_free_busy: str = "Busy"
+    categories: tuple[str, ...] = ()
+    recurrence: Recurrence | None = None
+    deleted_occurrences: tuple[datetime, ...] = ()
+
+
+# The names ItemUpdate.fields may hold: AppointmentWrite's content fields. 'start' and 'end' are
+# always sent together with 'time_zone' and 'is_all_day' (EWS needs the zone to place times).
+UPDATABLE_FIELDS = (
+    "subject", "location", "body", "start", "end", "time_zone", "is_all_day", "sensitivity",
+    "reminder_minutes", "legacy_free_busy", "categories", "recurrence",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ItemUpdate:
+    """Change some fields of an existing item (a single, a series master, or an occurrence
+    addressed by its own item id — which turns it into an exception).
+
+    :param item_id: the item's id.
+    :param change_key: the change key last seen; a stale one gives a CONFLICT result.
+        None: overwrite whatever the item holds now (used after a conflict was decided).
+    :param record: the full wanted state; only ``fields`` of it are sent.
+    :param fields: UPDATABLE_FIELDS names to write; the item's other fields are left alone.
+    """
+
+    item_id: str
+    change_key: str | None
+    record: AppointmentWrite
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OccurrenceRef:
+    """One occurrence of a series, addressed without its own item id.
+
+    :param master_item_id: the series master's item id.
+    :param original_start: the occurrence's original start (aware, UTC): Graph finds it by this.
+    :param index: its 1-based position in the series' pattern, counting deleted occurrences
+        too (EWS's OccurrenceItemId InstanceIndex).
+    """
+
+    master_item_id: str
+    original_start: datetime
+    index: int
+
+
+@dataclass(frozen=True)
+class OccurrenceUpdate:
+    """Turn one occurrence into an exception with these fields (see ItemUpdate)."""
+
+    occurrence: OccurrenceRef
+    record: AppointmentWrite
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """The answer for one item of a bulk write.
+
+    :param ok: the write took effect (a delete of an item already gone is ok, with NOT_FOUND).
+    :param item_id: the item's id after the write (a created item's new id; an updated
+        occurrence's exception id), else None.
+    :param change_key: its change key after the write (the basis of the next update).
+    :param error: None, CONFLICT, NOT_FOUND or REFUSED.
+    :param message: the server's text for an error, for the run report.
+    """
+
+    ok: bool
+    item_id: str | None = None
+    change_key: str | None = None
+    error: str | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class StampedItem:
+    """An item found by its stamp (``find_stamped``)."""
+
+    stamp: str
+    item_id: str
+    change_key: str
+    item_type: str  # 'Single' or 'RecurringMaster'
 
 
 @dataclass
