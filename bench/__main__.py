@@ -8,12 +8,14 @@ EWSSYNC_BENCH_OUT (BENCHMARKS.md; "-" for none).
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import platform
 import sys
 import tempfile
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,17 +34,27 @@ def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
-def fresh_database(name: str) -> str:
+def fresh_database(prefix: str) -> str:
+    """A new database of this process (several benches may share the server), dropped at exit."""
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     admin = psycopg2.connect(SERVER_DSN)
     admin.autocommit = True
     with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         cur.execute(f'CREATE DATABASE "{name}"')
     admin.close()
+    atexit.register(_drop_database, name)
     base, _, _ = SERVER_DSN.rpartition("/")
     dsn = f"{base}/{name}"
     store.migrate(dsn)
     return dsn
+
+
+def _drop_database(name: str) -> None:
+    admin = psycopg2.connect(SERVER_DSN)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
 
 
 def ratio(ours: float, baseline: float) -> str:
