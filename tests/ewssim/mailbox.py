@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import threading
 import uuid
@@ -26,8 +27,34 @@ def zone_of(windows_id: str | None) -> ZoneInfo:
     return ZoneInfo(WINDOWS_ZONES.get(windows_id or "UTC", "UTC"))
 
 
-def new_id(kind: str = "item") -> str:
-    return base64.b64encode(f"{kind}:{uuid.uuid4().hex}".encode()).decode()
+def new_id(kind: str = "item", seed: str | None = None) -> str:
+    """An opaque item id; the same ``seed`` gives the same id (fixture items keep their ids
+    across restarts), no seed a fresh random one."""
+    key = hashlib.sha256(seed.encode()).hexdigest()[:32] if seed else uuid.uuid4().hex
+    return base64.b64encode(f"{kind}:{key}".encode()).decode()
+
+
+# PidLidGlobalObjectId's class id ([MS-OXOCAL] 2.2.1.27): Exchange's UID for an item Outlook or
+# EWS created is this BLOB in hex, with the instance date zeroed (the series / item, not one
+# occurrence), a FILETIME creation time, 8 reserved bytes and a 16-byte random payload.
+GLOBAL_OBJECT_ID_CLASS = "040000008200E00074C5B7101A82E008"
+_FILETIME_EPOCH = datetime(1601, 1, 1, tzinfo=UTC)
+
+
+def global_object_id(seed: str | None = None, created: datetime | None = None) -> str:
+    """A UID in Exchange's GlobalObjectId hex form; stable for a ``seed``, random without."""
+    payload = hashlib.sha256(seed.encode()).digest()[:16] if seed else uuid.uuid4().bytes
+    if created is None:
+        created = datetime(2026, 1, 5, 9, tzinfo=UTC) if seed else datetime.now(UTC)
+    ticks = int((created - _FILETIME_EPOCH).total_seconds() * 10_000_000)
+    return (
+        GLOBAL_OBJECT_ID_CLASS
+        + "00000000"  # year (2 bytes), month, day of an exception's instance: 0 for the item
+        + ticks.to_bytes(8, "little").hex().upper()
+        + "0000000000000000"
+        + len(payload).to_bytes(4, "little").hex().upper()
+        + payload.hex().upper()
+    )
 
 
 def occurrence_id(master_id: str, original_start: datetime) -> str:
@@ -39,7 +66,7 @@ def occurrence_id(master_id: str, original_start: datetime) -> str:
 class Item:
     item_id: str
     change_key: str
-    uid: str
+    uid: str | None  # None: an item Exchange returns without a UID
     subject: str
     start: datetime  # UTC
     end: datetime  # UTC
@@ -151,13 +178,24 @@ class Mailbox:
         item.last_modified = datetime.now(UTC)
         self.log.append((self.sequence, item.item_id))
 
-    def create(self, subject: str, start: datetime, end: datetime, **fields) -> str:
+    def create(
+        self, subject: str, start: datetime, end: datetime, *, seed: str | None = None, **fields
+    ) -> str:
+        """Add an item; ``seed`` makes its id and UID the same on every run (fixtures).
+
+        ``uid=None`` (given explicitly) stores an item without a UID.
+        """
         with self.lock:
             timezone = fields.pop("timezone", "UTC")
+            seed = f"{self.email}|{seed}" if seed else None
+            uid = fields.pop("uid") if "uid" in fields else global_object_id(seed)
+            item_id = new_id(seed=seed)
+            if item_id in self.store:
+                raise ValueError(f"item id of seed {seed!r} exists already")
             item = Item(
-                item_id=new_id(),
+                item_id=item_id,
                 change_key="",
-                uid=fields.pop("uid", None) or uuid.uuid4().hex.upper(),
+                uid=uid,
                 subject=subject,
                 start=start.astimezone(UTC),
                 end=end.astimezone(UTC),

@@ -221,8 +221,15 @@ class EwsSimulator:
             mailbox = self.mailboxes.get(email.lower()) or self.add_mailbox(
                 email, box.get("password", "secret")
             )
+            seeds: collections.Counter = collections.Counter()
             for spec in box["items"]:
                 spec = dict(spec)
+                # ids and UIDs follow from the fixture, not from chance: a restarted simulator
+                # with the same fixture answers with the same ids (the shift does not matter).
+                seed = spec.pop("id", None) or f"{spec['subject']}|{spec['start']}"
+                seeds[seed] += 1
+                if seeds[seed] > 1:
+                    seed = f"{seed}|{seeds[seed]}"
                 zone = zone_of(spec.get("timezone"))
                 start = _shift_local(parse_dt(spec.pop("start")), shift, zone)
                 end = _shift_local(parse_dt(spec.pop("end")), shift, zone)
@@ -233,7 +240,7 @@ class EwsSimulator:
                     for key in ("start", "end"):
                         if rule.get(key):
                             rule[key] = date.fromisoformat(rule[key]) + shift
-                item_id = mailbox.create(start=start, end=end, **spec)
+                item_id = mailbox.create(start=start, end=end, seed=seed, **spec)
                 for change in occurrences:
                     change = dict(change)
                     original = _shift_local(parse_dt(change.pop("original_start")), shift, zone)
@@ -642,8 +649,8 @@ class EwsSimulator:
             )
         if want("item:LastModifiedTime"):
             out.append(f"<t:LastModifiedTime>{utc(item.last_modified)}</t:LastModifiedTime>")
-        if want("calendar:UID"):
-            out.append(f"<t:UID>{item.uid}</t:UID>")
+        if want("calendar:UID") and item.uid:
+            out.append(f"<t:UID>{escape(item.uid)}</t:UID>")
         if want("calendar:RecurrenceId") and item.recurrence_id:
             out.append(f"<t:RecurrenceId>{utc(item.recurrence_id)}</t:RecurrenceId>")
         if want("calendar:Start"):
