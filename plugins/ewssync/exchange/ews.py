@@ -32,11 +32,12 @@ from exchangelib.version import EXCHANGE_2007_SP1, EXCHANGE_2010, EXCHANGE_2016
 from ewssync.errors import ExchangeError, SyncStateExpired
 from ewssync.exchange.base import GENERAL, SEND_RECEIVE, ConnectionReport, ReportPart
 from ewssync.exchange.ews_patches import RetryPolicy, drop_stale_protocol, zone_is_known
-from ewssync.exchange.redact import SECRET_FILTER
+from ewssync.exchange.redact import SECRET_FILTER, install_secret_filter
 from ewssync.settings import SyncSettings
 from ewssync.timezones import iana_to_windows
 
 log = logging.getLogger(__name__)
+install_secret_filter()  # exchangelib's loggers exist only now that it is imported
 
 VIEW_PAGE_SIZE = 1000  # Exchange's default limit for one FindItem
 FETCH_CHUNK = 100

@@ -48,7 +48,9 @@ class SecretFilter(logging.Filter):
 SECRET_FILTER = SecretFilter()
 
 
-def _install_secret_filter() -> None:
+def install_secret_filter() -> None:
+    """Put the filter on every exchangelib logger that exists now (filters do not inherit:
+    call again after importing exchangelib, whose modules create their loggers on import)."""
     names = [
         name
         for name in list(logging.root.manager.loggerDict)
@@ -67,4 +69,4 @@ def _install_secret_filter() -> None:
             logger.addFilter(SECRET_FILTER)
 
 
-_install_secret_filter()
+install_secret_filter()
