@@ -28,6 +28,10 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "mailbox": "technician@example.com",
         "exchange_timezone": "Europe/Berlin",
         "schedule": "*/30 * * * *",
+        "auth_method": "basic | ntlm | oauth | auto",
+        "tenant_id": "Directory (tenant) ID, e.g. 3b13a9d2-946e-44c7-a21a-6474f708a2aa",
+        "client_id": "Application (client) ID",
+        "authority": "global (or usgov, china)",
     },
 }
 

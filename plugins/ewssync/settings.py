@@ -43,7 +43,21 @@ EXTRA_FIELDS: dict[str, tuple[Any, str]] = {
     "verify_tls": (True, "bool"),
     "timeout_seconds": (30, "int"),
     "test_write": (True, "bool"),
+    "auth_method": ("basic", "auth_method"),
+    "tenant_id": (None, "tenant"),
+    "client_id": (None, "guid"),
+    "authority": ("global", "authority"),
 }
+
+AUTH_METHODS = ("basic", "ntlm", "oauth", "auto")
+# the identity platform's authority host per national cloud (any https URL is also accepted)
+AUTHORITIES = {
+    "global": "https://login.microsoftonline.com",
+    "usgov": "https://login.microsoftonline.us",
+    "china": "https://login.partner.microsoftonline.cn",
+}
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 # extra key -> (label, help text): the connection form (provider_info) and docs/connection.md
 FIELD_DOCS: dict[str, tuple[str, str]] = {
@@ -89,6 +103,22 @@ FIELD_DOCS: dict[str, tuple[str, str]] = {
         "Test writing",
         "The connection test also creates and deletes a test appointment",
     ),
+    "auth_method": (
+        "Sign-in method",
+        "basic (user name + password), ntlm (on-premises default; DOMAIN\\user or "
+        "user@domain), oauth (Exchange Online: app-only, client secret or certificate in "
+        "'Password'), auto (ask the server once and pick)",
+    ),
+    "tenant_id": (
+        "Tenant id",
+        "OAuth: the Directory (tenant) ID of the Entra ID app (or the tenant's "
+        "*.onmicrosoft.com domain)",
+    ),
+    "client_id": ("Client id", "OAuth: the Application (client) ID of the Entra ID app"),
+    "authority": (
+        "Authority",
+        "OAuth: the identity platform's cloud: global (default), usgov, china, or its https URL",
+    ),
 }
 
 _INT_RANGES = {
@@ -125,6 +155,10 @@ class SyncSettings:
     verify_tls: bool
     timeout_seconds: int
     test_write: bool
+    auth_method: str = "basic"
+    tenant_id: str | None = None
+    client_id: str | None = None
+    authority: str = AUTHORITIES["global"]
 
     def __str__(self) -> str:
         return f"SyncSettings({self.conn_id}: {self.username} @ {self.service_endpoint})"
@@ -175,11 +209,14 @@ class SyncSettings:
             )  # fmt: skip
         endpoint = service_endpoint_for(conn_id, server, getattr(conn, "port", None))
         username = (getattr(conn, "login", None) or "").strip()
-        if not username:
+        oauth = values["auth_method"] == "oauth"
+        if not username and not oauth:
             raise SettingsError(conn_id, "login", "the user name is empty")
         password = getattr(conn, "password", None) or ""
         if not password and require_password:
-            raise SettingsError(conn_id, "password", "the password is empty")
+            what = "give the app's client secret (or certificate)" if oauth else "give it"
+            raise SettingsError(conn_id, "password", f"the password is empty: {what}")
+        _check_oauth_fields(conn_id, values)
         if not values["app_user"]:
             raise SettingsError(
                 conn_id, "app_user", "is missing: name the calendar.users login the appointments "
@@ -187,10 +224,14 @@ class SyncSettings:
             )  # fmt: skip
         mailbox = values["mailbox"] or (username if _EMAIL.match(username) else None)
         if not mailbox:
+            whose = (
+                "auth_method oauth signs in as an app, so"
+                if oauth and not username
+                else f"the user name {username!r} is not an e-mail address, so"
+            )
             raise SettingsError(
-                conn_id, "mailbox", f"the user name {username!r} is not an e-mail address, so "
-                "give the mailbox's primary SMTP address in 'mailbox'",
-            )  # fmt: skip
+                conn_id, "mailbox", f"{whose} give the mailbox's primary SMTP address in 'mailbox'"
+            )
         return cls(
             conn_id=conn_id,
             title=(getattr(conn, "description", None) or "").strip(),
@@ -237,6 +278,19 @@ class SyncSettings:
                 "another's. Fix app_user or mailbox, or set allow_mailbox_mismatch=true if this "
                 "is intended (e.g. a shared calendar)",
             )
+
+
+def _check_oauth_fields(conn_id: str, values: dict[str, Any]) -> None:
+    """OAuth needs both ids; auto uses OAuth only when both are given."""
+    tenant, client = values["tenant_id"], values["client_id"]
+    method = values["auth_method"]
+    if method == "oauth" or (method == "auto" and (tenant or client)):
+        for key in ("tenant_id", "client_id"):
+            if not values[key]:
+                raise SettingsError(
+                    conn_id, key, f"is missing: auth_method {method} with an Entra ID app needs "
+                    "tenant_id (Directory (tenant) ID) and client_id (Application (client) ID)",
+                )  # fmt: skip
 
 
 def _given(value: Any, default: Any) -> Any:
@@ -302,6 +356,37 @@ def _parse_value(conn_id: str, key: str, value: Any, kind: str) -> Any:
         return zone
     if kind == "schedule":
         return _parse_schedule(conn_id, key, value)
+    if kind == "auth_method":
+        text = str(value).strip().lower()
+        if text not in AUTH_METHODS:
+            close = difflib.get_close_matches(text, AUTH_METHODS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SettingsError(
+                conn_id, key, f"is {value!r}{hint}; allowed: {', '.join(AUTH_METHODS)}"
+            )
+        return text
+    if kind == "guid":
+        if value in (None, ""):
+            return None
+        text = str(value).strip()
+        if not _GUID.match(text):
+            raise SettingsError(
+                conn_id, key, f"is {value!r}; expected a GUID like "
+                "0a1b2c3d-1111-2222-3333-444455556666 (the app's Overview page shows it)",
+            )  # fmt: skip
+        return text.lower()
+    if kind == "tenant":
+        if value in (None, ""):
+            return None
+        text = str(value).strip()
+        if not (_GUID.match(text) or (_HOST.match(text) and "." in text and ":" not in text)):
+            raise SettingsError(
+                conn_id, key, f"is {value!r}; expected the Directory (tenant) ID (a GUID) or a "
+                "domain of the tenant (contoso.onmicrosoft.com)",
+            )  # fmt: skip
+        return text.lower()
+    if kind == "authority":
+        return _parse_authority(conn_id, key, value)
     raise AssertionError(kind)
 
 
@@ -324,6 +409,21 @@ def _parse_schedule(conn_id: str, key: str, value: Any) -> str | None:
     raise SettingsError(
         conn_id, key, f"is {value!r}; expected a cron expression ('*/30 * * * *'), an Airflow "
         "preset (@hourly, @daily…) or 'none' for manual runs only",
+    )  # fmt: skip
+
+
+def _parse_authority(conn_id: str, key: str, value: Any) -> str:
+    text = str(value).strip().rstrip("/")
+    if text.lower() in AUTHORITIES:
+        return AUTHORITIES[text.lower()]
+    parts = urlsplit(text)
+    # plain http only on loopback (a test authority); the real ones are https
+    secure = parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK)
+    if secure and parts.hostname and parts.path in ("", "/") and not parts.query:
+        return f"{parts.scheme}://{parts.netloc}"
+    raise SettingsError(
+        conn_id, key, f"is {value!r}; expected global, usgov, china or the authority's https "
+        "URL without a path (https://login.microsoftonline.com)",
     )  # fmt: skip
 
 

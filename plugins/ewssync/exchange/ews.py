@@ -154,6 +154,12 @@ class EwsCalendar:
     def account(self) -> Account:
         """The exchangelib Account; building it sends nothing."""
         if self._account is None:
+            if self.settings.auth_method != "basic":
+                raise ExchangeError(
+                    f"connection {self.settings.conn_id!r}: auth_method "
+                    f"{self.settings.auth_method!r} is not wired into the EWS backend yet; "
+                    "use basic"
+                )
             # exchangelib keeps these on the protocol class: set them before the first request.
             # A timeout bounds every request, so a dropped connection cannot hang (issue #1375).
             BaseProtocol.TIMEOUT = self.settings.timeout_seconds

@@ -28,6 +28,15 @@ class SecretFilter(logging.Filter):
         self.secrets.add(password)
         self.secrets.add(base64.b64encode(f"{username}:{password}".encode()).decode())
 
+    def add_secret(self, secret: str) -> None:
+        """Blank this value wherever it appears (client secrets, access tokens)."""
+        if secret and len(secret) >= 6:
+            self.secrets.add(secret)
+            # a PEM credential: blank its base64 lines too, wherever they turn up alone
+            for line in secret.splitlines():
+                if len(line) >= 32 and not line.startswith("-----"):
+                    self.secrets.add(line)
+
     def scrub(self, text: str) -> str:
         text = _AUTH_HEADER.sub(r"\1\2 ***", text)
         for secret in self.secrets:
