@@ -264,6 +264,12 @@ class Mailbox:
         original = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
         return master, original
 
+    def is_deleted_occurrence(self, item_id: str) -> bool:
+        """True for the id of an occurrence deleted from its (still existing) series."""
+        with self.lock:
+            master, original = self.resolve_occurrence(item_id)
+            return master is not None and original in master.deleted
+
     def instance(self, master: Item, original: datetime) -> Item | None:
         """One occurrence or exception of a series, or None if it does not exist."""
         if original in master.deleted:

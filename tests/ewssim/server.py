@@ -85,6 +85,9 @@ INTERNAL_ERROR = (
 )
 
 
+_ERROR_CODE = re.compile(r"<m:ResponseCode>(Error\w+)</m:ResponseCode>")
+
+
 def _operation_of(body: bytes) -> str:
     try:
         return etree.QName(etree.fromstring(body).find("s:Body", NS)[0]).localname
@@ -187,6 +190,8 @@ class EwsSimulator:
         self.latency = latency
         self.mailboxes: dict[str, Mailbox] = {}
         self.request_counts: collections.Counter = collections.Counter()
+        # operation -> the error ResponseCodes of its last answer (what the wire said)
+        self.last_error_codes: dict[str, list[str]] = {}
         self.bytes_in = 0
         self.bytes_out = 0
         self._server: ThreadingHTTPServer | None = None
@@ -385,6 +390,7 @@ class EwsSimulator:
         ).encode()
         with self._lock:
             self.request_counts[operation] += 1
+            self.last_error_codes[operation] = _ERROR_CODE.findall(inner)
             self.bytes_in += len(body)
             self.bytes_out += len(payload)
         return 200, payload
@@ -475,9 +481,7 @@ class EwsSimulator:
                 continue
             item = mailbox.get(ref.get("Id"))
             if item is None:
-                parts.append(error_message("GetItem", "ErrorItemNotFound",
-                                           "The specified object was not found in the store.",
-                                           "<m:Items/>"))  # fmt: skip
+                parts.append(self._not_found("GetItem", mailbox, ref.get("Id"), "<m:Items/>"))
                 continue
             parts.append(
                 '<m:GetItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError'
@@ -597,8 +601,7 @@ class EwsSimulator:
         parts = []
         for ref in request.find("m:ItemIds", NS):
             if mailbox.get(ref.get("Id")) is None:
-                parts.append(error_message("DeleteItem", "ErrorItemNotFound",
-                                           "The specified object was not found in the store."))  # fmt: skip
+                parts.append(self._not_found("DeleteItem", mailbox, ref.get("Id")))
                 continue
             mailbox.delete(ref.get("Id"))
             parts.append(
@@ -606,6 +609,18 @@ class EwsSimulator:
                 "</m:ResponseCode></m:DeleteItemResponseMessage>"
             )
         return "".join(parts)
+
+    @staticmethod
+    def _not_found(operation: str, mailbox: Mailbox, item_id: str, inner: str = "") -> str:
+        """The error for an id the mailbox does not have: an occurrence deleted from its series
+        has its own code (ErrorCalendarOccurrenceIsDeletedFromRecurrence), as in Exchange."""
+        if mailbox.is_deleted_occurrence(item_id):
+            return error_message(
+                operation, "ErrorCalendarOccurrenceIsDeletedFromRecurrence",
+                "Occurrence with this index was previously deleted from the recurrence.", inner,
+            )  # fmt: skip
+        return error_message(operation, "ErrorItemNotFound",
+                             "The specified object was not found in the store.", inner)  # fmt: skip
 
     # --- serialisation --------------------------------------------------------------------
 

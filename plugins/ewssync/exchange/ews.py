@@ -51,6 +51,13 @@ FETCH_FIELDS = (
 INDEX_FIELDS = ("id", "changekey", "type", "start", "end", "is_all_day")
 SYNC_FIELDS = ("id", "changekey", "type")
 
+# What GetItem / DeleteItem answer for an item that is no longer there: a deleted item, or an
+# occurrence deleted from its series (an occurrence id stays resolvable, so Exchange says why).
+_GONE = (
+    ews_errors.ErrorItemNotFound,
+    ews_errors.ErrorCalendarOccurrenceIsDeletedFromRecurrence,
+)
+
 # Errors about the mailbox, not the connection: the server answered and accepted the user.
 _MAILBOX_ERRORS = (
     ews_errors.ErrorAccessDenied,
@@ -374,7 +381,8 @@ class EwsCalendar:
     def fetch(self, item_ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
         """Full records for the ids (GetItem, 100 per request).
 
-        :return: the records, and the ids Exchange no longer has (ErrorItemNotFound).
+        :return: the records, and the ids Exchange no longer has (ErrorItemNotFound, or
+            ErrorCalendarOccurrenceIsDeletedFromRecurrence for a deleted occurrence).
         """
         records: list[dict[str, Any]] = []
         missing: list[str] = []
@@ -392,7 +400,7 @@ class EwsCalendar:
                 )
             )
             for item_id, result in zip(item_ids, results, strict=True):
-                if isinstance(result, ews_errors.ErrorItemNotFound):
+                if isinstance(result, _GONE):
                     missing.append(item_id)
                 elif isinstance(result, Exception):
                     raise self._error("reading an item", result)
@@ -490,9 +498,7 @@ class EwsCalendar:
         except Exception as exc:
             raise self._error("deleting an item", exc) from None
         for result in results:
-            if isinstance(result, Exception) and not isinstance(
-                result, ews_errors.ErrorItemNotFound
-            ):
+            if isinstance(result, Exception) and not isinstance(result, _GONE):
                 raise self._error("deleting an item", result)
 
     # --- helpers ----------------------------------------------------------------------------

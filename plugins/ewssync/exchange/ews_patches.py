@@ -146,6 +146,30 @@ def _install_chunked_parsing() -> None:
 _install_chunked_parsing()
 
 
+# --- per-item errors -------------------------------------------------------------------------------
+# GetItem of an occurrence that was deleted from its series answers, for that one item,
+# ErrorCalendarOccurrenceIsDeletedFromRecurrence. exchangelib returns only the per-item errors in
+# ERRORS_TO_CATCH_IN_RESPONSE (ErrorItemNotFound among them) and raises every other one, so one
+# deleted occurrence aborted the whole batch of 100 and with it the run. Treated like
+# ErrorItemNotFound: returned in place of that item. To report upstream: "GetItem/DeleteItem:
+# ErrorCalendarOccurrenceIsDeletedFromRecurrence raises instead of being returned per item".
+
+
+def _install_per_item_errors() -> None:
+    from exchangelib.services import DeleteItem, GetItem, UpdateItem
+
+    for service in (GetItem, DeleteItem, UpdateItem):
+        caught = service.ERRORS_TO_CATCH_IN_RESPONSE
+        if ews_errors.ErrorCalendarOccurrenceIsDeletedFromRecurrence not in caught:
+            service.ERRORS_TO_CATCH_IN_RESPONSE = (
+                *caught,
+                ews_errors.ErrorCalendarOccurrenceIsDeletedFromRecurrence,
+            )
+
+
+_install_per_item_errors()
+
+
 # --- retries ----------------------------------------------------------------------------------
 
 
