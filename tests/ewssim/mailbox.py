@@ -320,24 +320,25 @@ class Mailbox:
                         found.append(occurrence)
         return sorted(found, key=lambda i: (i.start, i.item_id))
 
-    def changes_since(self, sequence: int) -> tuple[list[tuple[str, str]], int]:
-        """(kind, item id) per item changed after ``sequence``: create, update or delete."""
+    def changes_since(self, sequence: int) -> tuple[list[tuple[str, str, int]], int]:
+        """(kind, item id, its last change) per item changed after ``sequence``, ordered by that
+        last change: create, update or delete. A page that ends at an item's last change has
+        reported everything up to that sequence, so paging by it loses nothing."""
         with self.lock:
             first_seen: dict[str, int] = {}
-            changed: list[str] = []
+            last_change: dict[str, int] = {}
             for seq, item_id in self.log:
                 if seq <= sequence:
                     first_seen.setdefault(item_id, seq)
                     continue
-                if item_id not in changed:
-                    changed.append(item_id)
+                last_change[item_id] = seq
             result = []
-            for item_id in changed:
+            for item_id, seq in sorted(last_change.items(), key=lambda pair: pair[1]):
                 existed_before = item_id in first_seen
                 if item_id in self.store:
-                    result.append(("Update" if existed_before else "Create", item_id))
+                    result.append(("Update" if existed_before else "Create", item_id, seq))
                 elif existed_before:
-                    result.append(("Delete", item_id))
+                    result.append(("Delete", item_id, seq))
             return result, self.sequence
 
     def items(self) -> list[Item]:

@@ -53,7 +53,9 @@ def parse_dt(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
-FAULT_KINDS = {"http500", "server_busy", "drop_connection", "malformed_xml", "latency"}
+FAULT_KINDS = {
+    "http500", "server_busy", "drop_connection", "malformed_xml", "truncated", "latency",
+}  # fmt: skip
 
 SERVER_BUSY = (
     f'<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="{S}"><s:Body><s:Fault>'
@@ -103,6 +105,9 @@ def _faulty(fault: dict, payload: bytes) -> tuple[int, bytes]:
         return 500, INTERNAL_ERROR.encode()
     if kind == "malformed_xml":
         return 200, payload[: len(payload) // 3] + b"<t:Broken attr=>&&"
+    if kind == "truncated":  # an answer cut short, e.g. by a proxy: well-formed up to the cut
+        cut = int(len(payload) * float(fault.get("keep", 0.4)))
+        return 200, payload[:cut]
     return 200, payload
 
 
@@ -116,6 +121,17 @@ class EwsError(Exception):
     def __init__(self, code: str, text: str):
         super().__init__(text)
         self.code, self.text = code, text
+
+
+# What an error response message of an operation still carries, as Exchange sends it (and
+# exchangelib reads it: SyncFolderItems' SyncState is read before the response code).
+_ERROR_EXTRAS = {
+    "GetFolder": "<m:Folders/>",
+    "GetItem": "<m:Items/>",
+    "SyncFolderItems": (
+        "<m:SyncState/><m:IncludesLastItemInRange>true</m:IncludesLastItemInRange>"
+    ),
+}
 
 
 def error_message(operation: str, code: str, text: str, inner: str = "") -> str:
@@ -264,7 +280,8 @@ class EwsSimulator:
         """Make the next ``count`` matching requests fail.
 
         kinds: http500, server_busy (back_off_ms), drop_connection (mid-response),
-        malformed_xml, latency (seconds), unauthorized.
+        malformed_xml, truncated (keep: the share of the answer sent, default 0.4, with a
+        correct Content-Length), latency (seconds).
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; known: {sorted(FAULT_KINDS)}")
@@ -278,6 +295,10 @@ class EwsSimulator:
                     fault["left"] -= 1
                     return dict(fault)
         return None
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
 
     def reset_counters(self) -> None:
         with self._lock:
@@ -375,9 +396,18 @@ class EwsSimulator:
             return 500, SCHEMA_FAULT.replace("{version}", escape(asked.get("Version", ""))).encode()
         request = root.find("s:Body", NS)[0]
         operation = etree.QName(request).localname
-        mailbox = self._target(root, request) or user
+        address = self._target_address(root, request)
+        mailbox = self.mailboxes.get(address.lower()) if address else user
         handler = getattr(self, f"op_{operation}", None)
-        if handler is None:
+        if mailbox is None:
+            # Exchange answers for an SMTP address it has no mailbox for; it never falls back
+            # to the signed-in user's own mailbox.
+            inner = error_message(
+                operation, "ErrorNonExistentMailbox",
+                "The SMTP address has no mailbox associated with it.",
+                _ERROR_EXTRAS.get(operation, ""),
+            )  # fmt: skip
+        elif handler is None:
             inner = error_message(operation, "ErrorInvalidRequest", f"{operation} not supported")
         else:
             inner = handler(mailbox, request)
@@ -395,11 +425,12 @@ class EwsSimulator:
             self.bytes_out += len(payload)
         return 200, payload
 
-    def _target(self, root, request) -> Mailbox | None:
+    def _target_address(self, root, request) -> str | None:
+        """The SMTP address the request names (delegate access or impersonation), if any."""
         address = request.find(".//t:Mailbox/t:EmailAddress", NS)
         if address is None:
             address = root.find(".//t:ExchangeImpersonation//t:PrimarySmtpAddress", NS)
-        return self.mailboxes.get(address.text.lower()) if address is not None else None
+        return address.text.strip() if address is not None and address.text else None
 
     # --- operations -----------------------------------------------------------------------
 
@@ -492,7 +523,8 @@ class EwsSimulator:
 
     def op_SyncFolderItems(self, mailbox: Mailbox, request) -> str:  # noqa: N802
         if not mailbox.calendar_access:
-            return error_message("SyncFolderItems", "ErrorAccessDenied", "Access is denied.")
+            return error_message("SyncFolderItems", "ErrorAccessDenied", "Access is denied.",
+                                 _ERROR_EXTRAS["SyncFolderItems"])  # fmt: skip
         state = request.find("m:SyncState", NS)
         since = 0
         if state is not None and state.text:
@@ -506,13 +538,14 @@ class EwsSimulator:
                 return error_message(
                     "SyncFolderItems", "ErrorInvalidSyncStateData",
                     "Synchronization state data is corrupt or otherwise invalid.",
-                    "<m:SyncState/><m:IncludesLastItemInRange>true</m:IncludesLastItemInRange>",
+                    _ERROR_EXTRAS["SyncFolderItems"],
                 )  # fmt: skip
         maximum = int(request.findtext("m:MaxChangesReturned", "512", NS))
         changes, current = mailbox.changes_since(since)
         page, last = changes[:maximum], len(changes) <= maximum
-        if not last:  # the state after the page: the highest sequence among the page's items
-            current = max(seq for seq, item_id in mailbox.log if item_id in {i for _, i in page})
+        if not last:  # the state after the page: the last change of the page's last item
+            current = page[-1][2]
+        page = [(kind, item_id) for kind, item_id, _ in page]
         fields = self._fields(request)
         body = []
         for kind, item_id in page:
