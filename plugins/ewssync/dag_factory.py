@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,6 +12,7 @@ from airflow.sdk import DAG, Param, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from ewssync import pipeline
+from ewssync.discovery import UnreadableConnection
 from ewssync.errors import EwsSyncError
 from ewssync.settings import SyncSettings
 
@@ -21,14 +23,26 @@ TAGS = ["ewssync", "exchange", "calendar"]
 START_DATE = datetime(2026, 1, 1)
 
 
+# Airflow's rule for DAG ids (airflow.utils.helpers.validate_key): letters, digits, '_', '-', '.'
+# and at most 250 characters.
+_DAG_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
+INVALID_IDS_DAG_ID = f"{DAG_PREFIX}invalid_connection_ids"
+
+
 def dag_id_for(conn_id: str) -> str:
     return f"{DAG_PREFIX}{conn_id}"
 
 
-def _default_args(conn_id: str) -> dict:
+def is_valid_dag_id(dag_id: str) -> bool:
+    return bool(_DAG_ID.match(dag_id))
+
+
+def _default_args(conn_id: str, settings: SyncSettings | None = None) -> dict:
     # Deployment-wide knobs (not connection settings): how patient a failing task is.
     retry_delay = float(os.environ.get("EWSSYNC_RETRY_DELAY_SECONDS", "30"))
+    timeouts = {"execution_timeout": settings.task_timeout} if settings is not None else {}
     return {
+        **timeouts,
         "owner": "data-team",
         "retries": int(os.environ.get("EWSSYNC_RETRIES", "3")),
         "retry_delay": timedelta(seconds=retry_delay),
@@ -66,8 +80,9 @@ def build_dag(conn_id: str, settings: SyncSettings) -> DAG:
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
+        dagrun_timeout=settings.run_timeout,
         is_paused_upon_creation=not settings.activated,
-        default_args=_default_args(conn_id),
+        default_args=_default_args(conn_id, settings),
         tags=TAGS,
         doc_md=_doc_md(settings),
         params={
@@ -77,6 +92,11 @@ def build_dag(conn_id: str, settings: SyncSettings) -> DAG:
                 type="boolean",
                 description="Let this run delete more than half of the synced appointments",
             ),
+            "move_app_user": Param(
+                False,
+                type="boolean",
+                description="app_user was changed: move the appointments synced so far to it",
+            ),
         },
     ) as dag:
 
@@ -85,8 +105,12 @@ def build_dag(conn_id: str, settings: SyncSettings) -> DAG:
             current = pipeline.load_settings(conn_id)
             if not current.activated:
                 raise AirflowSkipException(f"connection {conn_id!r} is not activated")
+            context = get_current_context()
             result = pipeline.check(
-                current, pipeline.calendar_dsn(), pipeline.open_calendar(current)
+                current,
+                pipeline.calendar_dsn(),
+                pipeline.open_calendar(current),
+                move_app_user=bool(context["params"].get("move_app_user")),
             )
             return {"user_id": result["user_id"], "report": result["report"]}
 
@@ -118,6 +142,7 @@ def build_dag(conn_id: str, settings: SyncSettings) -> DAG:
                 pipeline.calendar_dsn(),
                 context["run_id"],
                 allow_mass_delete=bool(context["params"].get("allow_mass_delete")),
+                move_app_user=bool(context["params"].get("move_app_user")),
             )
 
         @task(task_id="report")
@@ -154,17 +179,55 @@ def build_broken_dag(conn_id: str, error: Exception) -> DAG:
     return dag
 
 
+def build_invalid_ids_dag(problems: dict[str, str]) -> DAG:
+    """One DAG naming the connections whose ids cannot be DAG ids (they get no DAG of their own)."""
+    listing = "\n".join(f"- `{conn_id!r}`: {problem}" for conn_id, problem in problems.items())
+    message = (
+        "these ews connections have ids that cannot name a DAG (letters, digits, '_', '-', '.', "
+        f"at most {250 - len(DAG_PREFIX)} characters); rename them:\n{listing}"
+    )
+    with DAG(
+        dag_id=INVALID_IDS_DAG_ID,
+        description="ewssync: connections whose ids cannot be DAG ids",
+        schedule=None,
+        start_date=START_DATE,
+        catchup=False,
+        tags=[*TAGS, "invalid-settings"],
+        default_args={"owner": "data-team", "retries": 0},
+        doc_md=f"### ewssync: connections without a DAG\n\n{message}",
+    ) as dag:
+
+        @task(task_id="check")
+        def check() -> None:
+            raise EwsSyncError(message)
+
+        check()
+    return dag
+
+
 def build_all(connections: dict[str, Any]) -> dict[str, DAG]:
     """One DAG per connection (ewssync.discovery's records); a connection whose settings cannot
     be parsed gets a DAG that explains why. The password is not needed for a DAG's shape and is
-    checked when the tasks run."""
+    checked when the tasks run. A connection id that cannot be part of a DAG id is skipped (the
+    others keep their DAGs) and named in the DAG ``ewssync__invalid_connection_ids``."""
     dags: dict[str, DAG] = {}
+    invalid_ids: dict[str, str] = {}
     for conn_id, connection in connections.items():
+        if not is_valid_dag_id(dag_id_for(conn_id)):
+            problem = "not a valid DAG id"
+            log.error("ewssync: connection %r gets no DAG: its id is %s", conn_id, problem)
+            invalid_ids[conn_id] = problem
+            continue
         try:
+            if isinstance(connection, UnreadableConnection):
+                raise EwsSyncError(connection.problem)
             settings = SyncSettings.from_connection(connection, require_password=False)
             dag = build_dag(conn_id, settings)
         except Exception as exc:
             log.warning("ewssync: connection %s: %s", conn_id, exc)
             dag = build_broken_dag(conn_id, exc)
+        dags[dag.dag_id] = dag
+    if invalid_ids:
+        dag = build_invalid_ids_dag(invalid_ids)
         dags[dag.dag_id] = dag
     return dags

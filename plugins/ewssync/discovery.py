@@ -47,13 +47,28 @@ class ConnectionFields:
     password: None = None  # never read at parse time
 
 
-def _from_env_value(conn_id: str, value: str) -> ConnectionFields | None:
+@dataclass(frozen=True)
+class UnreadableConnection:
+    """An `ews` connection whose stored value cannot be read at all (it still gets a DAG, which
+    says why, instead of vanishing without an import error)."""
+
+    conn_id: str
+    problem: str
+
+
+def _from_env_value(conn_id: str, value: str) -> ConnectionFields | UnreadableConnection | None:
     value = value.strip()
     if value.startswith("{"):
         try:
             data = json.loads(value)
-        except ValueError:
-            return None
+        except ValueError as exc:
+            if '"ews"' not in value:
+                return None  # someone else's broken connection: Airflow reports it
+            return UnreadableConnection(
+                conn_id,
+                f"connection {conn_id!r}: the value of {ENV_PREFIX}{conn_id.upper()} is not "
+                f"valid JSON ({exc.msg} at character {exc.pos}); fix the variable",
+            )
         if not isinstance(data, dict) or data.get("conn_type") != CONN_TYPE:
             return None
         return ConnectionFields(
@@ -83,7 +98,9 @@ def _from_env_value(conn_id: str, value: str) -> ConnectionFields | None:
     )
 
 
-def connections_from_env(environ: dict[str, str] | None = None) -> dict[str, ConnectionFields]:
+def connections_from_env(
+    environ: dict[str, str] | None = None,
+) -> dict[str, ConnectionFields | UnreadableConnection]:
     environ = os.environ if environ is None else environ
     found: dict[str, ConnectionFields] = {}
     for name, value in environ.items():

@@ -47,6 +47,8 @@ EXTRA_FIELDS: dict[str, tuple[Any, str]] = {
     "tenant_id": (None, "tenant"),
     "client_id": (None, "guid"),
     "authority": ("global", "authority"),
+    "task_timeout_minutes": (30, "int"),
+    "throttle_wait_seconds": (300, "int"),
 }
 
 AUTH_METHODS = ("basic", "ntlm", "oauth", "auto")
@@ -119,6 +121,15 @@ FIELD_DOCS: dict[str, tuple[str, str]] = {
         "Authority",
         "OAuth: the identity platform's cloud: global (default), usgov, china, or its https URL",
     ),
+    "task_timeout_minutes": (
+        "Task timeout (min)",
+        "Longest one task of a run may take (1-720); a run may take three times this",
+    ),
+    "throttle_wait_seconds": (
+        "Throttling patience (s)",
+        "Most seconds one task waits in total for a throttling server (0-3600), then it fails "
+        "and a later try continues; must be less than the task timeout",
+    ),
 }
 
 _INT_RANGES = {
@@ -126,6 +137,8 @@ _INT_RANGES = {
     "weeks_back": (0, MAX_WEEKS),
     "weeks_ahead": (1, MAX_WEEKS),
     "timeout_seconds": (1, 600),
+    "task_timeout_minutes": (1, 720),
+    "throttle_wait_seconds": (0, 3600),
 }
 
 
@@ -159,6 +172,8 @@ class SyncSettings:
     tenant_id: str | None = None
     client_id: str | None = None
     authority: str = AUTHORITIES["global"]
+    task_timeout_minutes: int = 30
+    throttle_wait_seconds: int = 300
 
     def __str__(self) -> str:
         return f"SyncSettings({self.conn_id}: {self.username} @ {self.service_endpoint})"
@@ -200,6 +215,12 @@ class SyncSettings:
                 f"weeks_back + weeks_ahead is {values['weeks_back'] + values['weeks_ahead']}; "
                 f"Exchange cannot read more than {MAX_WEEKS} weeks at once",
             )
+
+        if values["throttle_wait_seconds"] >= values["task_timeout_minutes"] * 60:
+            raise SettingsError(
+                conn_id, "throttle_wait_seconds", f"is {values['throttle_wait_seconds']}; it must "
+                f"be less than the task timeout ({values['task_timeout_minutes']} min)",
+            )  # fmt: skip
 
         server = (getattr(conn, "host", None) or "").strip()
         if not server:
@@ -251,6 +272,17 @@ class SyncSettings:
             raise ValueError("window() needs an aware datetime")
         today = datetime.combine(now.astimezone(UTC).date(), time(0), tzinfo=UTC)
         return today - timedelta(weeks=self.weeks_back), today + timedelta(weeks=self.weeks_ahead)
+
+    @property
+    def task_timeout(self) -> timedelta:
+        """Every task's execution_timeout."""
+        return timedelta(minutes=self.task_timeout_minutes)
+
+    @property
+    def run_timeout(self) -> timedelta:
+        """The DAG's dagrun_timeout (three task timeouts: one slow step and its retry fit); a
+        run silent for longer has lost its claim on the connection."""
+        return 3 * self.task_timeout
 
     def public_dict(self) -> dict[str, Any]:
         """Every setting but the password, for display (DAG docs, logs, reports)."""
@@ -429,6 +461,13 @@ def _parse_authority(conn_id: str, key: str, value: Any) -> str:
 
 def service_endpoint_for(conn_id: str, server: str, port: Any = None) -> str:
     """The EWS URL for a server given as a host name or a full URL."""
+    if "@" in server.split("/", 3)[2 if "://" in server else 0]:
+        # never echoed: the part before @ is likely a password, and this message reaches the
+        # DAG's docs and the logs
+        raise SettingsError(
+            conn_id, "server", "carries a user name or password before '@'; remove it and put "
+            "them in 'User name' (login) and 'Password'",
+        )  # fmt: skip
     if "://" in server:
         parts = urlsplit(server)
         if parts.scheme not in ("http", "https") or not parts.hostname:

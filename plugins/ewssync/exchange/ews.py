@@ -31,13 +31,20 @@ from exchangelib.version import EXCHANGE_2007_SP1, EXCHANGE_2010, EXCHANGE_2016
 
 from ewssync.errors import ExchangeError, SyncStateExpired
 from ewssync.exchange.base import GENERAL, SEND_RECEIVE, ConnectionReport, ReportPart
-from ewssync.exchange.ews_patches import RetryPolicy, drop_stale_protocol, zone_is_known
+from ewssync.exchange.ews_patches import (
+    RetryPolicy,
+    drop_stale_protocol,
+    reset_view_pages,
+    view_pages,
+    zone_is_known,
+)
 from ewssync.exchange.redact import SECRET_FILTER, install_secret_filter
 from ewssync.settings import SyncSettings
 from ewssync.timezones import iana_to_windows
 
 log = logging.getLogger(__name__)
 install_secret_filter()  # exchangelib's loggers exist only now that it is imported
+
 
 VIEW_PAGE_SIZE = 1000  # Exchange's default limit for one FindItem
 FETCH_CHUNK = 100
@@ -181,8 +188,12 @@ class EwsCalendar:
                 credentials=Credentials(self.settings.username, self.settings.password),
                 auth_type=BASIC,  # pinned, with the version, so exchangelib does not probe
                 version=Version(build=build),
-                # sleeps for the BackOffMilliseconds the server asks, up to max_wait in total
-                retry_policy=RetryPolicy(max_wait=self.settings.timeout_seconds * 2),
+                # sleeps for the BackOffMilliseconds the server asks, each up to max_wait, all
+                # together up to throttle_wait_seconds
+                retry_policy=RetryPolicy(
+                    max_wait=self.settings.timeout_seconds * 2,
+                    total_wait=self.settings.throttle_wait_seconds,
+                ),
                 max_connections=4,
             )
             drop_stale_protocol(config)
@@ -195,6 +206,9 @@ class EwsCalendar:
             )
             # which TLS adapter this protocol's sessions use (see drop_stale_protocol)
             self._account.protocol._ewssync_adapter = BaseProtocol.HTTP_ADAPTER_CLS
+            policy = self._account.protocol.retry_policy
+            if isinstance(policy, RetryPolicy):  # the cached protocol's: a fresh budget
+                policy.start_budget(self.settings.throttle_wait_seconds)
         return self._account
 
     @property
@@ -323,16 +337,10 @@ class EwsCalendar:
         while pending:
             low, high = pending.pop()
             try:
-                page = self._retrying(
-                    lambda low=low, high=high: list(
-                        self.calendar.view(
-                            start=EWSDateTime.from_datetime(low.astimezone(UTC)),
-                            end=EWSDateTime.from_datetime(high.astimezone(UTC)),
-                            max_items=self.view_page_size,
-                        ).only(*INDEX_FIELDS, *self._zone_fields())
-                    )
+                page, server_cut = self._retrying(
+                    lambda low=low, high=high: self._view_page(low, high)
                 )
-                cut = len(page) >= self.view_page_size
+                cut = server_cut or len(page) >= self.view_page_size
             except (
                 ews_errors.ErrorExceededFindCountLimit,
                 ews_errors.ErrorCalendarViewRangeTooBig,
@@ -377,6 +385,31 @@ class EwsCalendar:
                     "is_all_day": bool(item.is_all_day),
                 }
         return list(found.values())
+
+    def _view_page(self, low: datetime, high: datetime) -> tuple[list, bool]:
+        """One CalendarView page over [low, high), checked against what the server said it
+        holds; also whether the server cut the view short (IncludesLastItemInRange false).
+
+        :raises TransportError: the answer holds fewer items than TotalItemsInView (cut
+            short: read again, never taken as complete).
+        """
+        reset_view_pages()
+        page = list(
+            self.calendar.view(
+                start=EWSDateTime.from_datetime(low.astimezone(UTC)),
+                end=EWSDateTime.from_datetime(high.astimezone(UTC)),
+                max_items=self.view_page_size,
+            ).only(*INDEX_FIELDS, *self._zone_fields())
+        )
+        pages = view_pages()
+        for noted in pages:
+            if noted.items < min(noted.total_items, self.view_page_size):
+                raise ews_errors.TransportError(
+                    f"Connection broken: a calendar view answer holds {noted.items} of the "
+                    f"{noted.total_items} items it announces"
+                )
+        server_cut = any(not noted.includes_last for noted in pages)
+        return page, server_cut
 
     def fetch(self, item_ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
         """Full records for the ids (GetItem, 100 per request).

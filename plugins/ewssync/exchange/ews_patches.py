@@ -5,7 +5,9 @@ Installed once on import; only the EWS backend imports this module.
 
 from __future__ import annotations
 
+import threading
 from contextlib import suppress
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -120,13 +122,24 @@ _install_zone_fields()
 
 
 class _ChunkedResponse:
-    """A requests.Response seen through iter_content() with large chunks."""
+    """A requests.Response seen through iter_content() with large chunks; remembers how the
+    answer ended."""
 
     def __init__(self, response: requests.Response):
         self._response = response
+        self.tail = b""
 
     def iter_content(self):
-        return self._response.iter_content(chunk_size=64 * 1024)
+        for chunk in self._response.iter_content(chunk_size=64 * 1024):
+            self.tail = (self.tail + chunk)[-64:]
+            yield chunk
+
+
+# exchangelib parses with lxml's recover=True: an answer cut short (a dropped proxy connection, a
+# truncated body) parses "fine" as fewer items, and SyncFolderItems' new SyncState comes before
+# its changes, so a cut there lost changes for good. A complete SOAP answer ends with its closing
+# Envelope tag; anything else is refused as a broken connection (the read is retried).
+TRUNCATED_ANSWER = "Connection broken: the answer ended before its SOAP envelope was complete"
 
 
 def _install_chunked_parsing() -> None:
@@ -135,9 +148,13 @@ def _install_chunked_parsing() -> None:
         return
 
     def _get_soap_parts(cls, response):
-        if isinstance(response, requests.Response):
-            response = _ChunkedResponse(response)
-        return original(cls, response)
+        if not isinstance(response, requests.Response):
+            return original(cls, response)
+        watched = _ChunkedResponse(response)
+        parts = original(cls, watched)
+        if not watched.tail.rstrip().endswith(b"Envelope>"):
+            raise ews_errors.TransportError(TRUNCATED_ANSWER)
+        return parts
 
     _get_soap_parts._ewssync_chunked = True
     EWSService._get_soap_parts = classmethod(_get_soap_parts)
@@ -182,6 +199,31 @@ class RetryPolicy(FaultTolerance):
     is nearly always a wrong user name or password, which must fail at once and say so.
     """
 
+    def __init__(self, max_wait: float = 3600, total_wait: float | None = None):
+        super().__init__(max_wait=max_wait)
+        # exchangelib compares each back-off with max_wait, never their sum: a server that always
+        # answers ErrorServerBusy kept a task waiting without end. This bounds the sum.
+        self.total_wait = max_wait if total_wait is None else total_wait
+        self.waited = 0.0
+
+    def start_budget(self, total_wait: float) -> None:
+        """Begin a new total-wait budget (one per task's calendar; the policy object is shared
+        by exchangelib's cached protocol)."""
+        self.total_wait = total_wait
+        self.waited = 0.0
+
+    def back_off(self, seconds):
+        asked = self.DEFAULT_BACKOFF if seconds is None else seconds
+        if self.waited + asked > self.total_wait:
+            raise ews_errors.RateLimitError(
+                f"the server kept throttling (ErrorServerBusy): waited {self.waited:g} s in "
+                f"total, it asks for {asked:g} s more, the limit is {self.total_wait:g} s "
+                "(throttle_wait_seconds)",
+                wait=asked,
+            )
+        self.waited += asked
+        return super().back_off(seconds)
+
     def raise_response_errors(self, response):
         if response.status_code == 401:
             raise ews_errors.UnauthorizedError(f"Invalid credentials for {response.url}")
@@ -211,3 +253,60 @@ def drop_stale_protocol(config: Configuration) -> None:
             del Protocol[config]
         if not isinstance(cached, Exception):
             cached.close()
+
+
+# --- calendar-view completeness ------------------------------------------------------------------
+# Each FindItem page says how many items its view holds (TotalItemsInView) and whether it reaches
+# the end of the range (IncludesLastItemInRange); exchangelib uses both only to decide whether to
+# ask again, never to check the answer. We note them per page so read_index can refuse a page
+# that holds fewer items than the server said it sent.
+
+
+@dataclass
+class ViewPage:
+    total_items: int  # TotalItemsInView
+    includes_last: bool  # IncludesLastItemInRange
+    items: int  # item elements actually in the answer
+
+
+_VIEW_PAGES = threading.local()
+
+
+def view_pages() -> list[ViewPage]:
+    """The FindItem pages this thread read since ``reset_view_pages``."""
+    return list(getattr(_VIEW_PAGES, "pages", []))
+
+
+def reset_view_pages() -> None:
+    _VIEW_PAGES.pages = []
+
+
+def _install_view_page_notes() -> None:
+    from exchangelib.services.find_item import FindItem
+
+    original = FindItem._get_page
+    if getattr(original, "_ewssync_noted", False):
+        return
+
+    def _get_page(self, message):
+        paging = message.find(self.paging_container_name)
+        if paging is not None and paging.get("TotalItemsInView") is not None:
+            container = paging.find(self.element_container_name)
+            pages = getattr(_VIEW_PAGES, "pages", None)
+            if pages is None:
+                pages = _VIEW_PAGES.pages = []
+            pages.append(
+                ViewPage(
+                    total_items=int(paging.get("TotalItemsInView")),
+                    includes_last=(paging.get("IncludesLastItemInRange") or "true").lower()
+                    in ("true", "1"),
+                    items=0 if container is None else len(container),
+                )
+            )
+        return original(self, message)
+
+    _get_page._ewssync_noted = True
+    FindItem._get_page = _get_page
+
+
+_install_view_page_notes()

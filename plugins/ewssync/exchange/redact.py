@@ -40,7 +40,10 @@ class SecretFilter(logging.Filter):
     def scrub(self, text: str) -> str:
         text = _AUTH_HEADER.sub(r"\1\2 ***", text)
         for secret in self.secrets:
-            text = text.replace(secret, "***")
+            if secret in text:
+                # whole credentials only: a short password ("x") must not turn "expired" into
+                # "e***pired"
+                text = re.sub(rf"(?<!\w){re.escape(secret)}(?!\w)", "***", text)
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:
