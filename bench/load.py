@@ -62,7 +62,7 @@ def _reset(conn) -> None:
             "DELETE FROM calendar.appointments WHERE owner_user_id = "
             "(SELECT id FROM calendar.users WHERE login = 'bench')"
         )
-    store.clear_staging(conn, CONN_ID)
+    store.clear_staging(conn, CONN_ID, "bench")
 
 
 def measure_merge(dsn: str, n: int) -> dict[str, float]:

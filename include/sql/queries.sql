@@ -51,11 +51,61 @@ SELECT ews_item_id, change_key, item_type, master_item_id, starts_at, ends_at
 SELECT count(*) FROM ewssync.links WHERE conn_id = %(conn_id)s;
 
 -- name: clear_staging
--- A connection has one run at a time (max_active_runs=1): any other staged run is stale.
-DELETE FROM ewssync.staging_ews_items WHERE conn_id = %(conn_id)s;
-DELETE FROM ewssync.staging_appointments WHERE conn_id = %(conn_id)s;
-DELETE FROM ewssync.staging_seen WHERE conn_id = %(conn_id)s;
-DELETE FROM ewssync.staging_runs WHERE conn_id = %(conn_id)s;
+-- One run's staging: another run of the same connection (or another connection on the same
+-- mailbox with the same Airflow run id) is never touched.
+DELETE FROM ewssync.staging_ews_items WHERE conn_id = %(conn_id)s AND run_key = %(run_key)s;
+DELETE FROM ewssync.staging_appointments WHERE conn_id = %(conn_id)s AND run_key = %(run_key)s;
+DELETE FROM ewssync.staging_seen WHERE conn_id = %(conn_id)s AND run_key = %(run_key)s;
+DELETE FROM ewssync.staging_runs WHERE conn_id = %(conn_id)s AND run_key = %(run_key)s;
+
+-- name: clear_other_staging
+-- What runs of this connection other than the lease holder left behind (failed or killed runs).
+DELETE FROM ewssync.staging_ews_items WHERE conn_id = %(conn_id)s AND run_key <> %(run_key)s;
+DELETE FROM ewssync.staging_appointments WHERE conn_id = %(conn_id)s AND run_key <> %(run_key)s;
+DELETE FROM ewssync.staging_seen WHERE conn_id = %(conn_id)s AND run_key <> %(run_key)s;
+DELETE FROM ewssync.staging_runs WHERE conn_id = %(conn_id)s AND run_key <> %(run_key)s;
+
+-- name: lock_connection
+-- Serialises the steps of a connection's runs: held until the caller's transaction ends.
+SELECT pg_advisory_xact_lock(hashtextextended('ewssync:' || %(conn_id)s, 0));
+
+-- name: take_lease
+-- The connection's lease for this run: free, already ours, or its holder is no longer running
+-- (finished, failed, or silent for longer than a run may take).
+INSERT INTO ewssync.run_lease AS l (conn_id, run_key)
+VALUES (%(conn_id)s, %(run_key)s)
+ON CONFLICT (conn_id) DO UPDATE
+   SET run_key = EXCLUDED.run_key,
+       taken_at = CASE WHEN l.run_key = EXCLUDED.run_key THEN l.taken_at ELSE now() END,
+       touched_at = now()
+ WHERE l.run_key = EXCLUDED.run_key
+    OR l.touched_at < now() - make_interval(secs => %(stale_after_seconds)s)
+    OR NOT EXISTS (SELECT 1 FROM ewssync.sync_runs r
+                    WHERE r.conn_id = l.conn_id AND r.run_key = l.run_key
+                      AND r.status = 'running')
+RETURNING run_key;
+
+-- name: reopen_run
+-- A run that failed and was cleared to go again is running again.
+UPDATE ewssync.sync_runs SET status = 'running', finished_at = NULL
+ WHERE conn_id = %(conn_id)s AND run_key = %(run_key)s AND status <> 'running';
+
+-- name: lease_holder
+SELECT run_key, taken_at, touched_at FROM ewssync.run_lease WHERE conn_id = %(conn_id)s;
+
+-- name: release_lease
+DELETE FROM ewssync.run_lease WHERE conn_id = %(conn_id)s AND run_key = %(run_key)s;
+
+-- name: mark_abandoned_runs
+-- Runs of this connection still marked running while another run holds the lease were killed
+-- (no failure callback ran): say so instead of leaving them running forever.
+UPDATE ewssync.sync_runs
+   SET status = 'failed', finished_at = now(),
+       errors = errors || jsonb_build_array(
+           'abandoned: the run stopped without reporting (killed or timed out); run '
+           || %(run_key)s || ' took over the connection')
+ WHERE conn_id = %(conn_id)s AND run_key <> %(run_key)s AND status = 'running'
+RETURNING run_key;
 
 -- name: clear_staged_appointments
 DELETE FROM ewssync.staging_appointments WHERE conn_id = %(conn_id)s AND run_key = %(run_key)s;
@@ -83,16 +133,64 @@ SELECT count(*) FROM ewssync.staging_seen g
  WHERE g.conn_id = %(conn_id)s AND g.run_key = %(run_key)s AND g.state = 'gone';
 
 -- name: merge_rekey
--- Exchange may hand out a new item id for the same appointment (UID + recurrence id): keep the link.
+-- Exchange may hand out a new item id for the same appointment (a mailbox move, a re-import):
+-- the old id is confirmed gone in this run and exactly one new, unlinked item carries the same
+-- UID + recurrence id. Then the link follows the new id instead of a delete and an insert.
+-- The UID is only a hint: copied meetings and an .ics imported twice share one, so an item
+-- whose old id still exists never hands its row to another.
+WITH candidates AS (
+    SELECT l.id AS link_id, s.ews_item_id AS new_item_id
+      FROM ewssync.staging_appointments s
+      JOIN ewssync.links l
+        ON l.conn_id = s.conn_id AND l.uid = s.uid
+       AND l.recurrence_id IS NOT DISTINCT FROM s.recurrence_id
+      JOIN ewssync.staging_seen g
+        ON g.conn_id = l.conn_id AND g.run_key = s.run_key AND g.ews_item_id = l.ews_item_id
+       AND g.state = 'gone'
+     WHERE s.conn_id = %(conn_id)s AND s.run_key = %(run_key)s AND s.uid IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM ewssync.links o
+                        WHERE o.conn_id = s.conn_id AND o.ews_item_id = s.ews_item_id)
+), unique_pairs AS (
+    SELECT link_id, new_item_id
+      FROM candidates c
+     WHERE (SELECT count(*) FROM candidates x WHERE x.link_id = c.link_id) = 1
+       AND (SELECT count(*) FROM candidates y WHERE y.new_item_id = c.new_item_id) = 1
+)
 UPDATE ewssync.links l
-   SET ews_item_id = s.ews_item_id
-  FROM ewssync.staging_appointments s
+   SET ews_item_id = p.new_item_id
+  FROM unique_pairs p
+ WHERE l.id = p.link_id;
+
+-- name: quarantine_invalid
+-- Staged rows calendar.appointments would refuse (its CHECK constraints) leave the merge here,
+-- named, instead of failing the whole mailbox's load. transform.repair fixes the known cases
+-- first; this is the database's last word.
+DELETE FROM ewssync.staging_appointments s
  WHERE s.conn_id = %(conn_id)s AND s.run_key = %(run_key)s
-   AND l.conn_id = s.conn_id AND s.uid IS NOT NULL
-   AND l.uid = s.uid AND l.recurrence_id IS NOT DISTINCT FROM s.recurrence_id
-   AND l.ews_item_id <> s.ews_item_id
-   AND NOT EXISTS (SELECT 1 FROM ewssync.links o
-                    WHERE o.conn_id = s.conn_id AND o.ews_item_id = s.ews_item_id);
+   AND (s.starts_at IS NULL OR s.ends_at IS NULL OR s.ends_at < s.starts_at
+        OR (s.all_day AND (s.start_date IS NULL OR s.end_date IS NULL
+                           OR s.end_date < s.start_date))
+        OR (s.reminder_minutes IS NOT NULL AND s.reminder_minutes NOT BETWEEN 0 AND 40320)
+        OR s.show_as IS NULL
+        OR s.show_as NOT IN ('free', 'tentative', 'busy', 'away', 'working_elsewhere'))
+RETURNING s.ews_item_id, s.starts_at, s.ends_at, s.all_day, s.start_date, s.end_date;
+
+-- name: linked_owners
+-- Whose calendar the connection's synced appointments are in (normally one app user).
+SELECT a.owner_user_id AS user_id, u.login, count(*) AS appointments
+  FROM ewssync.links l
+  JOIN calendar.appointments a ON a.id = l.appointment_id
+  LEFT JOIN calendar.users u ON u.id = a.owner_user_id
+ WHERE l.conn_id = %(conn_id)s
+ GROUP BY a.owner_user_id, u.login
+ ORDER BY a.owner_user_id;
+
+-- name: move_to_user
+-- The connection's app user changed, and the run was told to move: its rows follow.
+UPDATE calendar.appointments a SET owner_user_id = %(user_id)s
+  FROM ewssync.links l
+ WHERE l.conn_id = %(conn_id)s AND a.id = l.appointment_id
+   AND a.owner_user_id <> %(user_id)s;
 
 -- name: merge_update
 -- Items whose Exchange content changed since the last sync overwrite the app's row. A row the

@@ -38,3 +38,7 @@ class StoreError(EwsSyncError):
 
 class SafetyStop(EwsSyncError):
     """A run stopped on purpose because it would do something unusual (e.g. mass deletion)."""
+
+
+class RunInProgress(StoreError):
+    """Another run of the same connection holds it; this one must wait (retry later)."""

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from ewssync import store
 from ewssync.errors import SyncStateExpired
+from ewssync.transform import PRIVATE_SENSITIVITIES
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +152,15 @@ def execute_plan(
     run_key: str,
     window: tuple[datetime, datetime],
     plan: Plan,
+    *,
+    sync_private: bool = True,
 ) -> dict[str, int]:
-    """Fetch what the plan names and stage it for the run; return counts."""
+    """Fetch what the plan names and stage it for the run; return counts.
+
+    With ``sync_private`` off, private items are dropped here, before anything is written: their
+    subject, body and location never reach the database (a linked one is staged as gone, so it
+    leaves the app).
+    """
     window_start, window_end = window
     records: list[dict[str, Any]] = []
     gone = set(plan.gone)
@@ -172,6 +180,13 @@ def execute_plan(
         moved_out = len(found)
         gone.update(missing)
     records = [r for r in records if r.get("item_type") != "RecurringMaster"]
+    skipped_private = 0
+    if not sync_private:
+        private = {r["item_id"] for r in records if r.get("sensitivity") in PRIVATE_SENSITIVITIES}
+        if private:
+            records = [r for r in records if r["item_id"] not in private]
+            gone.update(store.links_by_item(conn, conn_id, private))
+            skipped_private = len(private)
     store.stage_ews_items(conn, conn_id, run_key, records)
     store.stage_seen(conn, conn_id, run_key, sorted(gone), "gone")
     store.put_staging_run(
@@ -189,6 +204,7 @@ def execute_plan(
         "exchange_fetched": len(records),
         "exchange_moved_out_of_window": moved_out,
         "exchange_gone": len(gone),
+        "skipped_private": skipped_private,
     }
 
 
@@ -200,10 +216,12 @@ def extract(
     window: tuple[datetime, datetime],
     *,
     full_resync: bool = False,
+    sync_private: bool = True,
 ) -> tuple[str, dict[str, int]]:
-    """Stage the run's Exchange side. Idempotent: a re-run replaces what the run staged before."""
-    store.clear_staging(conn, conn_id)
+    """Stage the run's Exchange side. Idempotent: a re-run replaces what the run staged before
+    (only this run's staging: other runs' and other connections' are never touched)."""
+    store.clear_staging(conn, conn_id, run_key)
     plan = plan_run(calendar, conn, conn_id, window, full_resync=full_resync)
-    counts = execute_plan(calendar, conn, conn_id, run_key, window, plan)
+    counts = execute_plan(calendar, conn, conn_id, run_key, window, plan, sync_private=sync_private)
     log.info("connection %s: %s extract, %s", conn_id, plan.mode, counts)
     return plan.mode, counts

@@ -10,7 +10,13 @@ from typing import Any
 
 from ewssync import extract as extract_step
 from ewssync import store, transform
-from ewssync.errors import ConnectionTestError, ExchangeError, SafetyStop, StoreError
+from ewssync.errors import (
+    ConnectionTestError,
+    ExchangeError,
+    SafetyStop,
+    SettingsError,
+    StoreError,
+)
 from ewssync.settings import SyncSettings
 
 log = logging.getLogger(__name__)
@@ -71,12 +77,17 @@ def _timed(durations: dict[str, float], name: str, started: float) -> None:
 # --- check ---------------------------------------------------------------------------------------
 
 
-def check(settings: SyncSettings, dsn: str, calendar) -> dict[str, Any]:
-    """Fail fast: schema current, app user known and matching the mailbox, connection test OK."""
+def check(
+    settings: SyncSettings, dsn: str, calendar, *, move_app_user: bool = False
+) -> dict[str, Any]:
+    """Fail fast: schema current, app user known and matching the mailbox (and the one the
+    connection synced for so far, unless told to move), connection test OK."""
     store.migrate(dsn)
     with store.connect(dsn) as conn:
         user = store.find_user(conn, settings.app_user)
-    settings.validate_app_user(user)
+        settings.validate_app_user(user)
+        if not move_app_user:
+            check_app_user_unchanged(settings, user, store.linked_owners(conn, settings.conn_id))
     try:
         # One request when all is well; the full two-part test only to explain a failure.
         calendar.probe()
@@ -86,6 +97,27 @@ def check(settings: SyncSettings, dsn: str, calendar) -> dict[str, Any]:
     report = f"connection {settings.conn_id}: {settings.mailbox} reachable, calendar readable"
     log.info(report)
     return {"user_id": user["id"], "report": report}
+
+
+def check_app_user_unchanged(
+    settings: SyncSettings, user: dict[str, Any], owners: list[dict[str, Any]]
+) -> None:
+    """Refuse to split a calendar: the connection's synced appointments belong to another app
+    user than ``app_user`` names now (app_user was changed)."""
+    others = [row for row in owners if row["user_id"] != user["id"]]
+    if not others:
+        return
+    held = ", ".join(
+        f"{row['appointments']} of app user {row['login'] or row['user_id']!r}" for row in others
+    )
+    raise SettingsError(
+        settings.conn_id,
+        "app_user",
+        f"is {settings.app_user!r}, but this connection's synced appointments belong to another "
+        f"app user ({held}); syncing now would split the calendar between them. Set app_user "
+        "back, or trigger the DAG once with the parameter move_app_user=true to move those "
+        f"appointments to {settings.app_user!r}",
+    )
 
 
 # --- extract -------------------------------------------------------------------------------------
@@ -100,13 +132,26 @@ def extract(
     *,
     full_resync: bool = False,
 ) -> dict[str, Any]:
+    """Claim the connection for this run, read Exchange and stage the run's raw items."""
     started = time.perf_counter()
     window = settings.window(now)
     with store.connect(dsn) as conn:
+        claim(settings, conn, run_key)
+        abandoned = store.mark_abandoned_runs(conn, settings.conn_id, run_key)
+        if abandoned:
+            log.warning("connection %s: runs %s were abandoned", settings.conn_id, abandoned)
+        store.clear_other_staging(conn, settings.conn_id, run_key)
         store.begin_run(conn, settings.conn_id, run_key)
     with store.connect(dsn) as conn:
+        claim(settings, conn, run_key)
         mode, counts = extract_step.extract(
-            calendar, conn, settings.conn_id, run_key, window, full_resync=full_resync
+            calendar,
+            conn,
+            settings.conn_id,
+            run_key,
+            window,
+            full_resync=full_resync,
+            sync_private=settings.sync_private,
         )
         durations: dict[str, float] = {}
         _timed(durations, "extract", started)
@@ -116,31 +161,50 @@ def extract(
     return {"mode": mode, **counts}
 
 
+def claim(settings: SyncSettings, conn, run_key: str) -> None:
+    """This run holds the connection (its staging, sync state and links) until it reports;
+    another run of it waits (RunInProgress: the task retries). Works however runs are started:
+    scheduled, triggered, or `airflow dags test`, where max_active_runs does not apply."""
+    store.take_lease(
+        conn,
+        settings.conn_id,
+        run_key,
+        stale_after_seconds=settings.run_timeout.total_seconds(),
+    )
+
+
 # --- transform -----------------------------------------------------------------------------------
 
 
 def transform_staged(settings: SyncSettings, dsn: str, run_key: str) -> dict[str, Any]:
-    """Normalise the run's raw Exchange items into staged appointments (pandas, no Exchange I/O)."""
+    """Normalise the run's raw Exchange items into staged appointments (pandas, no Exchange I/O).
+
+    Items the calendar table would refuse are repaired as Outlook shows them and named in the
+    run's report (``quarantined_items``).
+    """
     started = time.perf_counter()
     with store.connect(dsn) as conn:
+        claim(settings, conn, run_key)
         raw = store.staged_ews_items(conn, settings.conn_id, run_key)
+        repaired: list[dict[str, str]] = []
         if raw.empty:
             normalized = raw
-            dropped: set[str] = set()
         else:
             normalized = transform.normalize(
                 raw,
                 keep_html=settings.keep_html,
+                # extract already left private items out when sync_private is off
                 sync_private=settings.sync_private,
                 fallback_zone=settings.exchange_timezone,
             )
-            dropped = set(raw["item_id"]) - set(normalized["ews_item_id"])
+            normalized, repaired = transform.repair(normalized)
         staged = store.stage_appointments(conn, settings.conn_id, run_key, normalized)
-        # An item we do not sync (private, with sync_private off) must not linger in the app.
-        dropped_linked = sorted(store.links_by_item(conn, settings.conn_id, dropped))
-        store.stage_seen(conn, settings.conn_id, run_key, dropped_linked, "gone")
         summary = transform.summarize(normalized) if staged else {}
-        counts = {"transformed": staged, "skipped_private": len(dropped)}
+        counts: dict[str, Any] = {"transformed": staged}
+        if repaired:
+            log.warning("connection %s: repaired %s items: %s", settings.conn_id, len(repaired),
+                        repaired)  # fmt: skip
+            counts |= {"quarantined": len(repaired), "quarantined_items": repaired}
         durations: dict[str, float] = {}
         _timed(durations, "transform", started)
         store.add_to_run(conn, settings.conn_id, run_key, counts=counts, durations=durations)
@@ -151,13 +215,24 @@ def transform_staged(settings: SyncSettings, dsn: str, run_key: str) -> dict[str
 
 
 def load(
-    settings: SyncSettings, dsn: str, run_key: str, *, allow_mass_delete: bool = False
-) -> dict[str, int]:
+    settings: SyncSettings,
+    dsn: str,
+    run_key: str,
+    *,
+    allow_mass_delete: bool = False,
+    move_app_user: bool = False,
+) -> dict[str, Any]:
     """Merge the staged window into calendar.appointments in one transaction."""
     started = time.perf_counter()
     with store.connect(dsn) as conn:
+        claim(settings, conn, run_key)
         user = store.find_user(conn, settings.app_user)
         settings.validate_app_user(user)
+        moved = 0
+        if move_app_user:
+            moved = store.move_to_user(conn, settings.conn_id, user["id"])
+        else:
+            check_app_user_unchanged(settings, user, store.linked_owners(conn, settings.conn_id))
         counts = store.merge(
             conn,
             settings.conn_id,
@@ -165,17 +240,28 @@ def load(
             user_id=user["id"],
             allow_mass_delete=allow_mass_delete,
         )
+    quarantined = counts.pop("quarantined")
+    if moved:
+        counts["moved_to_app_user"] = moved
     with store.connect(dsn) as conn:
         durations: dict[str, float] = {}
         _timed(durations, "load", started)
+        extra: dict[str, Any] = {}
+        if quarantined:
+            log.warning("connection %s: left out %s items the calendar table refuses: %s",
+                        settings.conn_id, len(quarantined), quarantined)  # fmt: skip
+            extra = {
+                "quarantined_at_load": len(quarantined),
+                "quarantined_at_load_items": quarantined,
+            }
         store.add_to_run(
             conn,
             settings.conn_id,
             run_key,
-            counts={f"pulled_{k}": v for k, v in counts.items()},
+            counts={**{f"pulled_{k}": v for k, v in counts.items()}, **extra},
             durations=durations,
         )
-    return counts
+    return {**counts, **({"quarantined": len(quarantined)} if quarantined else {})}
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -184,8 +270,10 @@ def load(
 def report(settings: SyncSettings, dsn: str, run_key: str) -> dict[str, Any]:
     """Close the run's row in ewssync.sync_runs and drop its staging; return the summary."""
     with store.connect(dsn) as conn:
+        claim(settings, conn, run_key)
         row = store.finish_run(conn, settings.conn_id, run_key, "success")
-        store.clear_staging(conn, settings.conn_id)
+        store.clear_staging(conn, settings.conn_id, run_key)
+        store.release_lease(conn, settings.conn_id, run_key)
     if row is None:
         raise StoreError(
             f"connection {settings.conn_id!r}: no ewssync.sync_runs row for run {run_key!r}; "

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+import numpy as np
 import pandas as pd
 import psycopg2
 import psycopg2.extras
 
-from ewssync.errors import SafetyStop, StoreError
+from ewssync.errors import RunInProgress, SafetyStop, StoreError
 from ewssync.transform import NORMALIZED_COLUMNS
 
 _NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
@@ -64,20 +65,82 @@ def query(name: str) -> str:
 # --- connections -------------------------------------------------------------------------------
 
 
+# Deployment-wide limits on the pipeline's own database sessions (not connection settings): a
+# lock held by the app, or a statement gone wrong, fails the task clearly and it retries later,
+# instead of waiting forever.
+LOCK_TIMEOUT_SECONDS = float(os.environ.get("EWSSYNC_DB_LOCK_TIMEOUT_SECONDS", "60"))
+STATEMENT_TIMEOUT_SECONDS = float(os.environ.get("EWSSYNC_DB_STATEMENT_TIMEOUT_SECONDS", "1800"))
+
+
 @contextlib.contextmanager
-def connect(dsn: str) -> Iterator[psycopg2.extensions.connection]:
-    """A psycopg2 connection that commits on success and rolls back on error."""
+def connect(
+    dsn: str,
+    *,
+    lock_timeout: float | None = None,
+    statement_timeout: float | None = None,
+) -> Iterator[psycopg2.extensions.connection]:
+    """A psycopg2 connection that commits on success and rolls back on error.
+
+    Every session has a ``lock_timeout`` and a ``statement_timeout`` (seconds; defaults from
+    $EWSSYNC_DB_LOCK_TIMEOUT_SECONDS and $EWSSYNC_DB_STATEMENT_TIMEOUT_SECONDS); hitting one,
+    or losing the server mid-transaction, raises StoreError with the cause, not psycopg2's
+    "connection already closed" from the rollback that follows.
+    """
+    lock_ms = int(1000 * (LOCK_TIMEOUT_SECONDS if lock_timeout is None else lock_timeout))
+    statement_ms = int(
+        1000 * (STATEMENT_TIMEOUT_SECONDS if statement_timeout is None else statement_timeout)
+    )
     try:
-        conn = psycopg2.connect(dsn, connect_timeout=10, application_name="ewssync")
+        conn = psycopg2.connect(
+            dsn,
+            connect_timeout=10,
+            application_name="ewssync",
+            options=f"-c lock_timeout={lock_ms} -c statement_timeout={statement_ms}",
+        )
     except psycopg2.OperationalError as exc:
         raise StoreError(
             f"cannot connect to the calendar database ({_safe_dsn(dsn)}): {exc}"
         ) from exc
     try:
-        with conn:
-            yield conn
+        yield conn
+        conn.commit()
+    except BaseException as exc:
+        if not conn.closed:
+            with contextlib.suppress(psycopg2.Error):
+                conn.rollback()
+        explained = _explain_db_error(exc, dsn, lock_ms, statement_ms)
+        if explained is not None:
+            raise explained from exc
+        raise
     finally:
-        conn.close()
+        if not conn.closed:
+            conn.close()
+
+
+def _explain_db_error(
+    exc: BaseException, dsn: str, lock_ms: int, statement_ms: int
+) -> StoreError | None:
+    """A StoreError that says what happened and what to do, for the database faults a task
+    should fail on clearly (and retry later); None for anything else."""
+    if isinstance(exc, psycopg2.errors.LockNotAvailable):
+        return StoreError(
+            f"the calendar database ({_safe_dsn(dsn)}): waited {lock_ms / 1000:g} s for a lock "
+            "another session holds (lock_timeout; an open transaction of the app?); nothing was "
+            f"changed, the task retries later. Database says: {str(exc).strip()}"
+        )
+    if isinstance(exc, psycopg2.errors.QueryCanceled):
+        return StoreError(
+            f"the calendar database ({_safe_dsn(dsn)}): a statement ran longer than "
+            f"{statement_ms / 1000:g} s (statement_timeout) or was cancelled; nothing was "
+            f"changed, the task retries later. Database says: {str(exc).strip()}"
+        )
+    if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
+        return StoreError(
+            f"lost the calendar database ({_safe_dsn(dsn)}) mid-transaction (server restarted "
+            "or the session was terminated); nothing was committed, the task retries later. "
+            f"Database says: {str(exc).strip() or type(exc).__name__}"
+        )
+    return None
 
 
 def _safe_dsn(dsn: str) -> str:
@@ -234,9 +297,69 @@ EWS_ITEM_COLUMNS = (
 APPOINTMENT_COLUMNS = NORMALIZED_COLUMNS
 
 
-def clear_staging(conn, conn_id: str) -> None:
+def clear_staging(conn, conn_id: str, run_key: str) -> None:
+    """Remove one run's staging (never another run's)."""
     with conn.cursor() as cur:
-        cur.execute(query("clear_staging"), {"conn_id": conn_id})
+        cur.execute(query("clear_staging"), {"conn_id": conn_id, "run_key": run_key})
+
+
+def clear_other_staging(conn, conn_id: str, run_key: str) -> None:
+    """Remove what other runs of the connection staged; only the lease holder may do this."""
+    with conn.cursor() as cur:
+        cur.execute(query("clear_other_staging"), {"conn_id": conn_id, "run_key": run_key})
+
+
+# --- one run per connection ----------------------------------------------------------------------
+
+
+def lock_connection(conn, conn_id: str) -> None:
+    """Serialise with every other step of this connection until the transaction ends."""
+    execute(conn, "lock_connection", {"conn_id": conn_id})
+
+
+def take_lease(conn, conn_id: str, run_key: str, *, stale_after_seconds: float) -> None:
+    """Make this run the connection's only active run, in the caller's transaction.
+
+    :raises RunInProgress: another run holds the connection (it is running and not stale).
+    """
+    lock_connection(conn, conn_id)
+    taken = execute(
+        conn,
+        "take_lease",
+        {"conn_id": conn_id, "run_key": run_key, "stale_after_seconds": stale_after_seconds},
+    )
+    if not taken:
+        holder = execute(conn, "lease_holder", {"conn_id": conn_id})
+        other = holder[0]["run_key"] if holder else "?"
+        raise RunInProgress(
+            f"connection {conn_id!r}: run {other!r} is still syncing this connection; run "
+            f"{run_key!r} waits for it (this task retries later). If that run was killed, its "
+            f"claim expires {stale_after_seconds / 60:g} minutes after its last step."
+        )
+    execute(conn, "reopen_run", {"conn_id": conn_id, "run_key": run_key})
+
+
+def release_lease(conn, conn_id: str, run_key: str) -> None:
+    execute(conn, "release_lease", {"conn_id": conn_id, "run_key": run_key})
+
+
+def mark_abandoned_runs(conn, conn_id: str, run_key: str) -> list[str]:
+    """Close runs of the connection left 'running' by a killed process; return their keys."""
+    rows = execute(conn, "mark_abandoned_runs", {"conn_id": conn_id, "run_key": run_key})
+    return [row["run_key"] for row in rows]
+
+
+# --- app user ----------------------------------------------------------------------------------
+
+
+def linked_owners(conn, conn_id: str) -> list[dict[str, Any]]:
+    """The app users whose appointments the connection's links point to, with counts."""
+    return execute(conn, "linked_owners", {"conn_id": conn_id})
+
+
+def move_to_user(conn, conn_id: str, user_id: int) -> int:
+    """Give the connection's synced appointments to ``user_id``; return how many moved."""
+    return execute_rowcount(conn, "move_to_user", {"conn_id": conn_id, "user_id": user_id})
 
 
 def put_staging_run(
@@ -269,12 +392,19 @@ def get_staging_run(conn, conn_id: str, run_key: str) -> dict[str, Any]:
 ANALYZE_AFTER_ROWS = 1000
 
 
+# COPY's NULL marker: every string is written quoted (a quoted value is never NULL in CSV), so
+# a location or body that is exactly "\\N" or "" stays what it is; the marker is the one
+# unquoted non-number field we write.
+_NULL = float("nan")  # csv writes it unquoted as: nan
+_NULL_TEXT = "nan"
+
+
 def _copy(conn, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
-    """COPY rows into a table through one CSV stream; NULL is the unquoted empty field."""
+    """COPY rows into a table through one CSV stream (strings quoted, NULL an unquoted nan)."""
     import csv
 
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
     count = 0
     for row in rows:
         writer.writerow([_csv_value(v) for v in row])
@@ -282,7 +412,7 @@ def _copy(conn, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]
     buffer.seek(0)
     with conn.cursor() as cur:
         cur.copy_expert(
-            f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')",
+            f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '{_NULL_TEXT}')",
             buffer,
         )
         if count >= ANALYZE_AFTER_ROWS:
@@ -292,10 +422,12 @@ def _copy(conn, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]
 
 
 def _csv_value(value: Any) -> Any:
-    if value is None or value is pd.NaT:
-        return "\\N"
+    if isinstance(value, np.generic):  # numpy scalars: plain Python values
+        value = value.item()
+    if value is None or value is pd.NaT or value is pd.NA:
+        return _NULL
     if isinstance(value, float) and value != value:  # NaN
-        return "\\N"
+        return _NULL
     if isinstance(value, list | tuple):
         # Postgres array literal; every element quoted so commas and braces survive.
         inner = ",".join(
@@ -306,7 +438,9 @@ def _csv_value(value: Any) -> Any:
         return "t" if value else "f"
     if hasattr(value, "isoformat"):
         return value.isoformat()
-    return value
+    if isinstance(value, int | float):
+        return value
+    return str(value)
 
 
 def stage_ews_items(conn, conn_id: str, run_key: str, records: Iterable[dict[str, Any]]) -> int:
@@ -359,39 +493,63 @@ def stage_appointments(conn, conn_id: str, run_key: str, frame: pd.DataFrame) ->
 # --- merge -------------------------------------------------------------------------------------
 
 
+# When a run stops instead of deleting (see merge): more than half of the connection's synced
+# appointments, and at least MIN_MASS_DELETE of them; or all of them once there were two or more.
+MAX_DELETE_SHARE = 0.5
+MIN_MASS_DELETE = 3
+
+
+def would_mass_delete(
+    gone: int, linked: int, *, max_share: float = MAX_DELETE_SHARE, minimum: int = MIN_MASS_DELETE
+) -> bool:
+    """The mass-deletion rule, small calendars included: a calendar of 10 whose items all vanish
+    looks exactly like a wrong mailbox or a calendar that was emptied by mistake."""
+    if not linked or not gone:
+        return False
+    if gone >= linked and linked >= 2:
+        return True
+    return gone >= minimum and gone / linked > max_share
+
+
+def quarantine_invalid(conn, conn_id: str, run_key: str) -> list[dict[str, Any]]:
+    """Take staged rows the appointments table would refuse out of this run's merge."""
+    return execute(conn, "quarantine_invalid", {"conn_id": conn_id, "run_key": run_key})
+
+
 def merge(
     conn,
     conn_id: str,
     run_key: str,
     *,
     user_id: int,
-    max_delete_share: float = 0.5,
-    min_delete_guard: int = 20,
+    max_delete_share: float = MAX_DELETE_SHARE,
+    min_delete_guard: int = MIN_MASS_DELETE,
     allow_mass_delete: bool = False,
-) -> dict[str, int]:
+) -> dict[str, Any]:
     """Merge the run's staged window into calendar.appointments and the links, in the caller's
     transaction; save the run's EWS sync state with it so both move together.
 
-    Stops with SafetyStop, before changing anything, when the run would delete more than
-    ``max_delete_share`` of the connection's linked appointments (and more than
-    ``min_delete_guard`` of them): a vanished calendar or a wrong mailbox looks like that.
+    Stops with SafetyStop, before changing anything (the caller's transaction rolls back), when
+    the run would delete an unusual share of the connection's linked appointments (see
+    ``would_mass_delete``): a vanished calendar or a wrong mailbox looks like that.
+    Staged rows the table would refuse are left out and returned under ``quarantined``.
     """
     params = {"conn_id": conn_id, "run_key": run_key, "user_id": user_id}
     staging_run = get_staging_run(conn, conn_id, run_key)
+    # Re-keying first: an item whose id changed is not a deletion.
+    rekeyed = execute_rowcount(conn, "merge_rekey", params)
     gone = execute(conn, "count_gone", params)[0]["count"]
     linked = execute(conn, "count_links", params)[0]["count"]
-    if (
-        not allow_mass_delete
-        and gone > min_delete_guard
-        and linked
-        and gone / linked > max_delete_share
+    if not allow_mass_delete and would_mass_delete(
+        gone, linked, max_share=max_delete_share, minimum=min_delete_guard
     ):
         raise SafetyStop(
             f"connection {conn_id!r}: this run would delete {gone} of {linked} synced appointments "
-            f"(more than {max_delete_share:.0%}); nothing was changed. If the calendar really was "
-            "emptied, trigger the DAG with the parameter allow_mass_delete=true."
+            f"(more than {max_delete_share:.0%}, or all of them); nothing was changed. If the "
+            "calendar really was emptied, trigger the DAG with the parameter "
+            "allow_mass_delete=true."
         )
-    rekeyed = execute_rowcount(conn, "merge_rekey", params)
+    quarantined = quarantine_invalid(conn, conn_id, run_key)
     update = execute(conn, "merge_update", params)[0]
     execute_rowcount(conn, "merge_links", params)
     inserted = execute_rowcount(conn, "merge_insert", params)
@@ -413,4 +571,12 @@ def merge(
         "deleted": deleted,
         "conflicts": int(update["conflicts"]),
         "rekeyed": rekeyed,
+        "quarantined": [
+            {
+                "item_id": row["ews_item_id"],
+                "problem": "the calendar table refuses its times or dates",
+                "action": "skipped",
+            }
+            for row in quarantined
+        ],
     }

@@ -9,9 +9,10 @@ from collections.abc import Iterable
 from datetime import date, datetime
 
 import pandas as pd
-from inscriptis import get_text
+from inscriptis import Inscriptis, get_text
 from inscriptis.css_profiles import CSS_PROFILES
 from inscriptis.model.config import ParserConfig
+from lxml.html import HTMLParser, document_fromstring
 
 from ewssync.errors import EwsSyncError
 from ewssync.timezones import is_valid_zone, windows_to_iana
@@ -66,6 +67,8 @@ _HTML_CONFIG = ParserConfig(
 )
 
 
+_LXML_TEXT_LIMIT = 10_000_000
+
 # --- bodies ----------------------------------------------------------------------------------
 
 
@@ -80,7 +83,13 @@ def html_to_text(html: str | None) -> str:
     """
     if not html or not html.strip():
         return ""
-    return _tidy(get_text(html, _HTML_CONFIG))
+    text = get_text(html, _HTML_CONFIG)
+    if not text.strip() and len(html) > _LXML_TEXT_LIMIT:
+        # lxml silently drops a text node over 10,000,000 characters unless told otherwise: a
+        # huge pasted log became empty notes. Parse such bodies again with huge_tree.
+        tree = document_fromstring(html.strip(), parser=HTMLParser(huge_tree=True))
+        text = Inscriptis(tree, _HTML_CONFIG).get_text()
+    return _tidy(text)
 
 
 def plain_text(text: str | None) -> str:
@@ -316,6 +325,69 @@ def normalize(
     )
     frame["fingerprint"] = fingerprints(frame)
     return frame.loc[:, list(NORMALIZED_COLUMNS)]
+
+
+def repair(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+    """Normalise what calendar.appointments would refuse the way Outlook shows it, so one odd
+    item cannot stop a mailbox's load; return the repaired rows and one note per repair.
+
+    - an end before the start: the end becomes the start (Outlook shows a zero-length item);
+    - an all-day item whose (inclusive) end date is before its start date, i.e. zero days
+      long: it becomes one day long;
+    - a reminder outside 0..40320 minutes: no reminder.
+    """
+    if frame.empty:
+        return frame, []
+    frame = frame.copy()
+    notes: list[dict[str, str]] = []
+
+    def note(mask: pd.Series, problem: str, action: str) -> None:
+        for item_id, title in zip(
+            frame.loc[mask, "ews_item_id"], frame.loc[mask, "title"], strict=True
+        ):
+            notes.append(
+                {"item_id": str(item_id), "title": str(title), "problem": problem, "action": action}
+            )
+
+    starts, ends = frame["starts_at"], frame["ends_at"]
+    backwards = (ends < starts).fillna(False).astype(bool)
+    if backwards.any():
+        note(backwards, "ends before it starts", "end set to the start")
+        frame.loc[backwards, "ends_at"] = starts[backwards]
+    all_day = frame["all_day"].fillna(False).astype(bool)
+    start_date = frame["start_date"].map(_as_date)
+    end_date = frame["end_date"].map(_as_date)
+    no_days = (
+        all_day
+        & start_date.notna()
+        & (
+            end_date.isna()
+            | pd.Series(
+                [
+                    e is not None and s is not None and e < s
+                    for s, e in zip(start_date, end_date, strict=True)
+                ],
+                index=frame.index,
+                dtype=bool,
+            )
+        )
+    )
+    if no_days.any():
+        note(no_days, "all-day item of zero days", "made one day long")
+        frame.loc[no_days, "end_date"] = start_date[no_days]
+        one_day = frame.loc[no_days, "starts_at"] + pd.Timedelta(days=1)
+        frame.loc[no_days, "ends_at"] = frame.loc[no_days, "ends_at"].where(
+            frame.loc[no_days, "ends_at"] > frame.loc[no_days, "starts_at"], one_day
+        )
+    reminder = pd.to_numeric(frame["reminder_minutes"], errors="coerce")
+    bad_reminder = (reminder.notna() & ((reminder < 0) | (reminder > 40320))).astype(bool)
+    if bad_reminder.any():
+        note(bad_reminder, "reminder outside 0..40320 minutes", "reminder dropped")
+        frame["reminder_minutes"] = frame["reminder_minutes"].astype(object)
+        frame.loc[bad_reminder, "reminder_minutes"] = None
+    if notes:
+        frame["fingerprint"] = fingerprints(frame)
+    return frame, notes
 
 
 def fingerprints(frame: pd.DataFrame) -> pd.Series:
