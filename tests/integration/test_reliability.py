@@ -206,7 +206,7 @@ def test_sync_changes_cut_short_fail_instead_of_losing_changes(sim, pg_dsn, user
     for n in range(20):
         mb.create(subject=f"Job {n:02}", start=at(26, 6) + timedelta(minutes=30 * n),
                   end=at(26, 6) + timedelta(minutes=30 * n + 20))  # fmt: skip
-    sim.inject_fault("truncated", operation="SyncFolderItems", count=100, keep=0.6)
+    sim.inject_fault("truncated", operation="SyncFolderItems", count=100, keep=0.5)
     with pytest.raises(ExchangeError):
         pipeline.extract(settings, pg_dsn, open_calendar(settings), "r2", NOW)
     sim.clear_faults()
