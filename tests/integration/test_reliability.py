@@ -159,8 +159,8 @@ def test_items_sharing_a_uid_or_without_one_each_land(sim, pg_dsn, users):
     mb = sim.mailbox("alice@example.com")
     mb.create(subject="Meeting", start=at(26, 9), end=at(26, 10), uid="SAME-UID")
     mb.create(subject="Meeting (copy)", start=at(27, 9), end=at(27, 10), uid="SAME-UID")
-    mb.create(subject="Imported A", start=at(26, 12), end=at(26, 13), uid="")
-    mb.create(subject="Imported B", start=at(27, 12), end=at(27, 13), uid="")
+    mb.create(subject="Imported A", start=at(26, 12), end=at(26, 13), uid=None)
+    mb.create(subject="Imported B", start=at(27, 12), end=at(27, 13), uid=None)
     sync(settings, pg_dsn, "r1")
     assert live(pg_dsn) == ["Imported A", "Imported B", "Meeting", "Meeting (copy)"]
     # after a good sync, one more copy with the UID neither replaces nor is lost
