@@ -153,6 +153,12 @@ def extract(
             full_resync=full_resync,
             sync_private=settings.sync_private,
         )
+        dropped = getattr(calendar, "dropped_nul_characters", 0)
+        if dropped:
+            # XML cannot carry U+0000: Exchange's text arrived without them. Said, not silent.
+            log.warning("connection %s: %s NUL characters in Exchange's items were dropped",
+                        settings.conn_id, dropped)  # fmt: skip
+            counts["exchange_nul_characters_dropped"] = dropped
         durations: dict[str, float] = {}
         _timed(durations, "extract", started)
         store.add_to_run(

@@ -423,3 +423,14 @@ def test_a_location_or_body_that_is_the_csv_null_marker_is_kept(sim, pg_dsn, use
     with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
         cur.execute("SELECT title, location, notes FROM calendar.live_appointments")
         assert cur.fetchall() == [("\\N", "\\N", "\\N")]
+
+
+def test_nul_characters_exchange_sent_are_reported_not_dropped_silently(sim, pg_dsn, users):
+    settings = settings_for(sim)
+    sim.mailbox("alice@example.com").create(
+        subject="Visit\x00Müller", location="Room\x00", body="a\x00b", body_type="Text",
+        start=at(26, 9), end=at(26, 10),
+    )  # fmt: skip
+    report = sync(settings, pg_dsn, "r1")
+    assert report["counts"]["exchange_nul_characters_dropped"] == 3
+    assert live(pg_dsn) == ["VisitMüller"]  # Postgres text cannot hold U+0000 either

@@ -34,6 +34,8 @@ from ewssync.exchange.base import GENERAL, SEND_RECEIVE, ConnectionReport, Repor
 from ewssync.exchange.ews_patches import (
     RetryPolicy,
     drop_stale_protocol,
+    dropped_nul_characters,
+    reset_dropped_nul_characters,
     reset_view_pages,
     view_pages,
     zone_is_known,
@@ -162,6 +164,9 @@ class EwsCalendar:
         self.view_page_size = view_page_size
         self._account: Account | None = None
         self._calendar: Calendar | None = None
+        # NUL characters Exchange sent in the items fetched so far (XML drops them; see
+        # ews_patches): reported in the run's counts
+        self.dropped_nul_characters = 0
         SECRET_FILTER.add(settings.username, settings.password)
 
     @property
@@ -421,6 +426,7 @@ class EwsCalendar:
         missing: list[str] = []
         if not item_ids:
             return records, missing
+        reset_dropped_nul_characters()
         try:
             results = self._retrying(
                 lambda: list(
@@ -443,6 +449,7 @@ class EwsCalendar:
             raise
         except Exception as exc:
             raise self._error("reading items", exc) from None
+        self.dropped_nul_characters += dropped_nul_characters()
         return records, missing
 
     def read_window(self, start: datetime, end: datetime) -> list[dict[str, Any]]:

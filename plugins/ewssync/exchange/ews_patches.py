@@ -128,11 +128,28 @@ class _ChunkedResponse:
     def __init__(self, response: requests.Response):
         self._response = response
         self.tail = b""
+        self.nul_characters = 0
 
     def iter_content(self):
         for chunk in self._response.iter_content(chunk_size=64 * 1024):
             self.tail = (self.tail + chunk)[-64:]
+            self.nul_characters += sum(chunk.count(nul) for nul in _NUL_FORMS)
             yield chunk
+
+
+# XML 1.0 cannot carry U+0000: the parser drops it, raw or as a character reference, without a
+# word. We count what the answers held so a run can say its text lost characters.
+_NUL_FORMS = (b"\x00", b"&#0;", b"&#x0;", b"&#x00;", b"&#X0;")
+_DROPPED = threading.local()
+
+
+def dropped_nul_characters() -> int:
+    """NUL characters the answers this thread parsed held (and the parser dropped)."""
+    return getattr(_DROPPED, "nul", 0)
+
+
+def reset_dropped_nul_characters() -> None:
+    _DROPPED.nul = 0
 
 
 # exchangelib parses with lxml's recover=True: an answer cut short (a dropped proxy connection, a
@@ -152,6 +169,8 @@ def _install_chunked_parsing() -> None:
             return original(cls, response)
         watched = _ChunkedResponse(response)
         parts = original(cls, watched)
+        if watched.nul_characters:
+            _DROPPED.nul = dropped_nul_characters() + watched.nul_characters
         if not watched.tail.rstrip().endswith(b"Envelope>"):
             raise ews_errors.TransportError(TRUNCATED_ANSWER)
         return parts
