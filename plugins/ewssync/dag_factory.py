@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -9,11 +10,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Param, get_current_context, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from ewssync import pipeline
 from ewssync.discovery import UnreadableConnection
-from ewssync.errors import EwsSyncError
+from ewssync.errors import EwsSyncError, SafetyStop, SettingsError
 from ewssync.settings import SyncSettings
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,31 @@ def _default_args(conn_id: str, settings: SyncSettings | None = None) -> dict:
 
 def _failure_callback(conn_id: str):
     def record(context) -> None:
-        pipeline.record_failure(conn_id, context["run_id"], context.get("exception") or "failed")
+        error = context.get("exception") or "failed"
+        # A fail-fast error is wrapped in AirflowFailException; record the original.
+        pipeline.record_failure(
+            conn_id, context["run_id"], getattr(error, "__cause__", None) or error
+        )
 
     return record
+
+
+# Errors that another try cannot fix: a safety stop waits for a person, invalid settings for
+# an edited connection. They fail the task at once instead of being retried with back-off.
+FAIL_FAST = (SafetyStop, SettingsError)
+
+
+def fail_fast(step):
+    """Run a task body; re-raise FAIL_FAST errors as AirflowFailException (no retries)."""
+
+    @functools.wraps(step)
+    def run(*args, **kwargs):
+        try:
+            return step(*args, **kwargs)
+        except FAIL_FAST as exc:
+            raise AirflowFailException(str(exc)) from exc
+
+    return run
 
 
 def _doc_md(settings: SyncSettings) -> str:
@@ -101,6 +124,7 @@ def build_dag(conn_id: str, settings: SyncSettings) -> DAG:
     ) as dag:
 
         @task(task_id="check", retries=0)
+        @fail_fast
         def check() -> dict:
             current = pipeline.load_settings(conn_id)
             if not current.activated:
@@ -115,6 +139,7 @@ def build_dag(conn_id: str, settings: SyncSettings) -> DAG:
             return {"user_id": result["user_id"], "report": result["report"]}
 
         @task(task_id="extract")
+        @fail_fast
         def extract() -> dict:
             context = get_current_context()
             current = pipeline.load_settings(conn_id)
@@ -128,12 +153,14 @@ def build_dag(conn_id: str, settings: SyncSettings) -> DAG:
             )
 
         @task(task_id="transform")
+        @fail_fast
         def transform() -> dict:
             context = get_current_context()
             current = pipeline.load_settings(conn_id)
             return pipeline.transform_staged(current, pipeline.calendar_dsn(), context["run_id"])
 
         @task(task_id="load")
+        @fail_fast
         def load() -> dict:
             context = get_current_context()
             current = pipeline.load_settings(conn_id)
@@ -146,6 +173,7 @@ def build_dag(conn_id: str, settings: SyncSettings) -> DAG:
             )
 
         @task(task_id="report")
+        @fail_fast
         def report() -> dict:
             context = get_current_context()
             current = pipeline.load_settings(conn_id)
@@ -170,6 +198,7 @@ def build_broken_dag(conn_id: str, error: Exception) -> DAG:
     ) as dag:
 
         @task(task_id="check")
+        @fail_fast
         def check() -> None:
             # Re-read: the connection may have been fixed since this file was parsed.
             pipeline.load_settings(conn_id)

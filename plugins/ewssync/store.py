@@ -545,8 +545,11 @@ def merge(
     ):
         raise SafetyStop(
             f"connection {conn_id!r}: this run would delete {gone} of {linked} synced appointments "
-            f"(more than {max_delete_share:.0%}, or all of them); nothing was changed. If the "
-            "calendar really was emptied, trigger the DAG with the parameter "
+            f"(more than {max_delete_share:.0%}, or all of them); nothing was changed. Exchange "
+            "no longer shows those items: first check that the connection still points at the "
+            "same server and mailbox (another mailbox, or a server whose item ids changed, looks "
+            "exactly like this; fix the connection and trigger again). Only if the appointments "
+            "really were deleted in Exchange, trigger the DAG with the parameter "
             "allow_mass_delete=true."
         )
     quarantined = quarantine_invalid(conn, conn_id, run_key)
