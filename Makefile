@@ -7,13 +7,14 @@ PYTEST_ARGS ?=
 
 export EWSSYNC_SQL_DIR := $(CURDIR)/include/sql
 
-.PHONY: help venv test test-fast lint format demo bench clean
+.PHONY: help venv test test-fast lint format demo bench up down clean
 
 help:
 	@echo "make demo   - set up, start the Exchange simulator, run a real sync into local Postgres"
 	@echo "make test   - set up and run the whole test suite"
 	@echo "make bench  - measured speed and scale against a naive baseline (writes BENCHMARKS.md)"
 	@echo "make lint   - ruff check + format check"
+	@echo "make up     - a real Airflow (CeleryExecutor) + the simulator on this machine; make down stops it"
 
 venv: $(STAMP)
 
@@ -30,7 +31,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not e2e" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -46,5 +47,11 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+up: $(STAMP)
+	$(BIN)/python -m tools.stack up --dir .up
+
+down: $(STAMP)
+	$(BIN)/python -m tools.stack down --dir .up
+
 clean:
-	rm -rf $(VENV) .demo .bench .pytest_cache .ruff_cache
+	rm -rf $(VENV) .demo .bench .up .pytest_cache .ruff_cache

@@ -25,7 +25,7 @@ SERVER_DSN = os.environ.get(
 )
 DEMO_DB = os.environ.get("EWSSYNC_DEMO_DB", "ewssync_demo")
 CONN_ID = "ews_demo"
-MAILBOX, PASSWORD = "demo@example.com", "demo"
+MAILBOX, PASSWORD = "demo@example.com", "Demo-Kalender-2026"  # not a word logs contain
 
 
 def say(message: str) -> None:
