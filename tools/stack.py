@@ -382,8 +382,13 @@ class Stack:
         say(f"{component} started (pid {self.pids[component]})")
 
     def alive(self) -> dict[str, bool]:
+        """Which processes still run (a child that exited is reaped, not counted as alive)."""
         state = {}
         for key, pid in self.pids.items():
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    state[key] = False
+                    continue
             try:
                 os.kill(pid, 0)
                 state[key] = True

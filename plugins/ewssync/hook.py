@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
@@ -97,4 +99,12 @@ class EwsHook(BaseHook):
             report = self.run_test()
         except EwsSyncError as exc:  # invalid settings: the message names the field
             return False, str(exc)
+        if _in_connections_test_command():
+            # The command prints only "Connection success!" (the message only on failure) and
+            # logs below WARNING are not shown there: print both parts of the report first.
+            print(report, flush=True)
         return report.ok, str(report)
+
+
+def _in_connections_test_command() -> bool:
+    return Path(sys.argv[0]).name == "airflow" and sys.argv[1:3] == ["connections", "test"]

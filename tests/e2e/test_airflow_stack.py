@@ -3,17 +3,30 @@ worker), driven through the REST API as the UI drives it."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import psycopg2
 import pytest
 
 from tests.e2e.conftest import wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# the session's stack starts (about a minute) and stops inside this test's time limit
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
-GOOD, BAD = "ews_e2e_good", "ews_e2e_badpw"
+GOOD, BAD, CLI = "ews_e2e_good", "ews_e2e_badpw", "ews_e2e_cli"
 DAG_BOUND = 120  # seconds from saving a connection to its DAG (and from deleting it to none)
+
+
+def airflow_cli(stack, *args: str) -> subprocess.CompletedProcess:
+    """The airflow CLI as another terminal runs it after `. .up/env.sh`."""
+    airflow = Path(sys.executable).parent / "airflow"
+    return subprocess.run(
+        [str(airflow), *args], env=stack.environment(), capture_output=True, text=True, timeout=300
+    )
 
 
 def test_a_connection_saved_through_the_api_gets_its_dag_runs_on_celery_and_goes_away(stack, api):
@@ -21,9 +34,15 @@ def test_a_connection_saved_through_the_api_gets_its_dag_runs_on_celery_and_goes
     api.add_ews_connection(GOOD, stack.sim_url, "demo@example.com", stack.sim_password, **extra)
     api.add_ews_connection(BAD, stack.sim_url, "demo@example.com", "not-the-password", **extra)
     saved = time.monotonic()
+    added = airflow_cli(
+        stack, "connections", "add", CLI, "--conn-type", "ews", "--conn-host", stack.sim_url,
+        "--conn-login", "demo@example.com", "--conn-password", stack.sim_password,
+        "--conn-extra", json.dumps(extra),
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
 
-    # 1. both DAGs appear, without a restart
-    for conn_id in (GOOD, BAD):
+    # 1. the three DAGs appear, without a restart
+    for conn_id in (GOOD, BAD, CLI):
         wait_for(
             f"DAG of {conn_id}",
             lambda conn_id=conn_id: (api.dag(f"ewssync__{conn_id}") or {}).get("is_stale") is False,
@@ -36,6 +55,19 @@ def test_a_connection_saved_through_the_api_gets_its_dag_runs_on_celery_and_goes
     assert tested["status"] is True, tested
     assert "General connection: OK" in tested["message"]
     assert "Send/receive data: OK" in tested["message"]
+
+    # ... as the list page's Test button sends it: every stored field, port Number(null) = 0
+    list_page = {**stored, "password": stored["password"] or "", "port": 0}
+    tested = api.ok("POST", "/connections/test", json=list_page)
+    assert tested["status"] is True, tested
+    assert tested["message"].splitlines()[0].startswith("General connection: OK")
+    assert tested["message"].splitlines()[1].startswith("Send/receive data: OK")
+
+    # ... and as `airflow connections test` runs it, printing both parts
+    tested = airflow_cli(stack, "connections", "test", CLI)
+    assert "Connection success!" in tested.stdout, tested.stdout + tested.stderr
+    output = tested.stdout + tested.stderr
+    assert "General connection: OK" in output and "Send/receive data: OK" in output, output
 
     # 3. trigger both; the good run succeeds on the Celery worker, the other fails at check
     runs = {conn_id: api.trigger(f"ewssync__{conn_id}") for conn_id in (GOOD, BAD)}
@@ -73,10 +105,14 @@ def test_a_connection_saved_through_the_api_gets_its_dag_runs_on_celery_and_goes
 
     # 4. deleting a connection removes its DAG
     api.ok("DELETE", f"/connections/{BAD}")
+    assert airflow_cli(stack, "connections", "delete", CLI).returncode == 0
     deleted = time.monotonic()
     wait_for(
         f"DAG of deleted {BAD} gone",
-        lambda: (api.dag(f"ewssync__{BAD}") or {"is_stale": True}).get("is_stale") is True,
+        lambda: all(
+            (api.dag(f"ewssync__{conn_id}") or {"is_stale": True}).get("is_stale") is True
+            for conn_id in (BAD, CLI)
+        ),
         timeout=DAG_BOUND - (time.monotonic() - deleted),
     )
     assert api.dag(f"ewssync__{GOOD}")["is_stale"] is False
