@@ -150,11 +150,13 @@ WITH candidates AS (
      WHERE s.conn_id = %(conn_id)s AND s.run_key = %(run_key)s AND s.uid IS NOT NULL
        AND NOT EXISTS (SELECT 1 FROM ewssync.links o
                         WHERE o.conn_id = s.conn_id AND o.ews_item_id = s.ews_item_id)
+), counted AS (
+    SELECT link_id, new_item_id,
+           count(*) OVER (PARTITION BY link_id) AS per_link,
+           count(*) OVER (PARTITION BY new_item_id) AS per_item
+      FROM candidates
 ), unique_pairs AS (
-    SELECT link_id, new_item_id
-      FROM candidates c
-     WHERE (SELECT count(*) FROM candidates x WHERE x.link_id = c.link_id) = 1
-       AND (SELECT count(*) FROM candidates y WHERE y.new_item_id = c.new_item_id) = 1
+    SELECT link_id, new_item_id FROM counted WHERE per_link = 1 AND per_item = 1
 )
 UPDATE ewssync.links l
    SET ews_item_id = p.new_item_id

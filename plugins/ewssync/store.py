@@ -134,6 +134,12 @@ def _explain_db_error(
             f"{statement_ms / 1000:g} s (statement_timeout) or was cancelled; nothing was "
             f"changed, the task retries later. Database says: {str(exc).strip()}"
         )
+    if isinstance(exc, psycopg2.errors.TransactionRollbackError):
+        return StoreError(
+            f"the calendar database ({_safe_dsn(dsn)}): the transaction collided with another "
+            "session (deadlock or serialization failure) and was rolled back; nothing was "
+            f"changed, the task retries later. Database says: {str(exc).strip()}"
+        )
     if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
         return StoreError(
             f"lost the calendar database ({_safe_dsn(dsn)}) mid-transaction (server restarted "
@@ -322,7 +328,13 @@ def take_lease(conn, conn_id: str, run_key: str, *, stale_after_seconds: float) 
 
     :raises RunInProgress: another run holds the connection (it is running and not stale).
     """
-    lock_connection(conn, conn_id)
+    try:
+        lock_connection(conn, conn_id)
+    except psycopg2.errors.LockNotAvailable:
+        raise RunInProgress(
+            f"connection {conn_id!r}: another step of this connection has been working for "
+            f"longer than the lock_timeout; run {run_key!r} waits (this task retries later)"
+        ) from None
     taken = execute(
         conn,
         "take_lease",

@@ -434,3 +434,33 @@ def test_nul_characters_exchange_sent_are_reported_not_dropped_silently(sim, pg_
     report = sync(settings, pg_dsn, "r1")
     assert report["counts"]["exchange_nul_characters_dropped"] == 3
     assert live(pg_dsn) == ["VisitMüller"]  # Postgres text cannot hold U+0000 either
+
+
+def test_a_step_waiting_too_long_for_another_runs_step_says_run_in_progress(sim, pg_dsn, users):
+    settings = settings_for(sim)
+    holder = psycopg2.connect(pg_dsn)
+    try:
+        store.lock_connection(holder, settings.conn_id)  # another run's step, mid-transaction
+        previous = store.LOCK_TIMEOUT_SECONDS
+        store.LOCK_TIMEOUT_SECONDS = 0.3
+        try:
+            with pytest.raises(RunInProgress, match="another step"):
+                pipeline.extract(settings, pg_dsn, open_calendar(settings), "r1", NOW)
+        finally:
+            store.LOCK_TIMEOUT_SECONDS = previous
+    finally:
+        holder.rollback()
+        holder.close()
+    sync(settings, pg_dsn, "r1")  # once it is done, the run goes ahead
+
+
+def test_a_rekey_needs_one_gone_link_and_one_new_item(db, users):
+    from tests.integration.test_store_merge import appointment, run
+
+    run(db, "r1", [appointment("A", "Visit", uid="U"), appointment("B", "Visit copy", uid="U")])
+    # both old ids gone, two new items with the UID: ambiguous, so nothing is re-keyed
+    counts = run(
+        db, "r2", [appointment("A2", "Visit", uid="U"), appointment("B2", "Visit copy", uid="U")],
+        gone=["A", "B"], allow_mass_delete=True,
+    )  # fmt: skip
+    assert counts["rekeyed"] == 0 and counts["created"] == 2 and counts["deleted"] == 2
