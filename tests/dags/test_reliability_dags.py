@@ -111,3 +111,41 @@ def test_two_connections_on_one_mailbox_sync_for_their_own_app_users(airflow_env
             "JOIN calendar.users u ON u.id = a.owner_user_id ORDER BY u.login"
         )
         assert cur.fetchall() == [("alice", "Site visit"), ("team", "Site visit")]
+
+
+def test_a_manual_dag_test_while_another_run_is_mid_flight_leaves_it_alone(
+    airflow_env, sim, pg_dsn, db
+):
+    """`airflow dags test` ignores max_active_runs: its run must wait, not clear the other
+    run's staging (which made that run's load insert nothing and save its sync state)."""
+    from ewssync import pipeline
+    from ewssync.exchange import open_calendar
+    from tests.integration.test_reliability import settings_for
+
+    with db.cursor() as cur:
+        cur.execute(
+            "INSERT INTO calendar.users (login, email) VALUES ('alice', 'alice@example.com')"
+        )
+    db.commit()
+    airflow_env.setenv("EWSSYNC_RETRIES", "0")
+    airflow_env.setenv(
+        "AIRFLOW_CONN_EWS_ALICE",
+        ews_connection(sim.url, "alice@example.com", "secret", app_user="alice",
+                       exchange_timezone="Europe/Berlin", weeks_back=2, weeks_ahead=4),
+    )  # fmt: skip
+    now = datetime(2026, 11, 25, 10, tzinfo=UTC)
+    sim.mailbox("alice@example.com").create(
+        subject="Site visit", start=now + timedelta(days=1), end=now + timedelta(days=1, hours=1)
+    )
+    settings = settings_for(sim, conn_id="ews_alice", timeout_seconds=30)
+    pipeline.extract(settings, pg_dsn, open_calendar(settings), "scheduled__other", now)
+    pipeline.transform_staged(settings, pg_dsn, "scheduled__other")
+
+    manual = run_dag("ewssync__ews_alice", now + timedelta(minutes=5))
+    assert task_states(manual)["extract"] == "failed"
+
+    pipeline.load(settings, pg_dsn, "scheduled__other")
+    pipeline.report(settings, pg_dsn, "scheduled__other")
+    with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT title FROM calendar.live_appointments")
+        assert cur.fetchall() == [("Site visit",)]
