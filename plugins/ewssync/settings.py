@@ -231,7 +231,8 @@ class SyncSettings:
         endpoint = service_endpoint_for(conn_id, server, getattr(conn, "port", None))
         username = (getattr(conn, "login", None) or "").strip()
         oauth = values["auth_method"] == "oauth"
-        if not username and not oauth:
+        app_only = oauth or (values["auth_method"] == "auto" and values["client_id"])
+        if not username and not app_only:
             raise SettingsError(conn_id, "login", "the user name is empty")
         password = getattr(conn, "password", None) or ""
         if not password and require_password:

@@ -17,6 +17,7 @@ from lxml import etree
 
 from tests.ewssim import recurrence_xml
 from tests.ewssim.mailbox import WINDOWS_ZONES, Item, Mailbox, zone_of
+from tests.ewssim.signin import Principal, SignIn
 
 S = "http://schemas.xmlsoap.org/soap/envelope/"
 M = "http://schemas.microsoft.com/exchange/services/2006/messages"
@@ -213,12 +214,14 @@ class EwsSimulator:
         self._server: ThreadingHTTPServer | None = None
         self._lock = threading.Lock()
         self._faults: list[dict] = []
+        self.sign_in = SignIn(self)  # Basic unless told otherwise (signin.py)
 
     # --- control API ----------------------------------------------------------------------
 
     def add_mailbox(self, email: str, password: str, calendar_access: bool = True) -> Mailbox:
         mailbox = Mailbox(email.lower(), password, calendar_access)
         self.mailboxes[email.lower()] = mailbox
+        self.sign_in.mailbox_added(email.lower(), password)
         return mailbox
 
     def mailbox(self, email: str) -> Mailbox:
@@ -306,6 +309,10 @@ class EwsSimulator:
             self.bytes_in = self.bytes_out = 0
 
     @property
+    def host(self) -> str:
+        return self._server.server_address[0]
+
+    @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
         scheme = "https" if self.tls else "http"
@@ -323,11 +330,21 @@ class EwsSimulator:
             def do_POST(self):  # noqa: N802
                 length = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(length)
+                principal, refusal = simulator.sign_in.check(self, self.headers, body)
+                if refusal is not None:
+                    self.send_response(refusal.status)
+                    for name, value in refusal.headers:
+                        self.send_header(name, value)
+                    self.send_header("Content-Type", "text/xml; charset=utf-8")
+                    self.send_header("Content-Length", str(len(refusal.payload)))
+                    self.end_headers()
+                    self.wfile.write(refusal.payload)
+                    return
                 fault = simulator._take_fault(_operation_of(body))
                 if fault and fault["kind"] == "latency":
                     time.sleep(float(fault.get("seconds", 1.0)))
                     fault = None
-                status, payload = simulator.handle(self.headers.get("Authorization", ""), body)
+                status, payload = simulator.handle(principal, body)
                 if fault:
                     status, payload = _faulty(fault, payload)
                     if fault["kind"] == "drop_connection":
@@ -355,6 +372,9 @@ class EwsSimulator:
 
             context, self.certificate = self_signed_context(host)
             self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            from tests.ewssim.signin import certificate_hash
+
+            self.sign_in.channel_bindings = certificate_hash(self.certificate)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
@@ -379,10 +399,10 @@ class EwsSimulator:
         mailbox = self.mailboxes.get(user.lower())
         return mailbox if mailbox and mailbox.password == password else None
 
-    def handle(self, auth: str, body: bytes) -> tuple[int, bytes]:
+    def handle(self, auth: str | Principal | None, body: bytes) -> tuple[int, bytes]:
         if self.latency:
             time.sleep(self.latency)
-        user = self._authenticate(auth)
+        user = auth.mailbox if isinstance(auth, Principal) else self._authenticate(auth or "")
         if user is None:
             return 401, b""
         root = etree.fromstring(body)

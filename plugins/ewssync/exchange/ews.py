@@ -11,12 +11,9 @@ from zoneinfo import ZoneInfo
 
 import requests
 from exchangelib import (
-    BASIC,
-    DELEGATE,
     Account,
     CalendarItem,
     Configuration,
-    Credentials,
     EWSDateTime,
     EWSTimeZone,
     HTMLBody,
@@ -30,6 +27,7 @@ from exchangelib.protocol import BaseProtocol, NoVerifyHTTPAdapter
 from exchangelib.version import EXCHANGE_2007_SP1, EXCHANGE_2010, EXCHANGE_2016
 
 from ewssync.errors import ExchangeError, SyncStateExpired
+from ewssync.exchange import ews_signin
 from ewssync.exchange.base import GENERAL, SEND_RECEIVE, ConnectionReport, ReportPart
 from ewssync.exchange.ews_patches import (
     RetryPolicy,
@@ -77,10 +75,11 @@ _MAILBOX_ERRORS = (
 )
 
 
-def explain(exc: BaseException, settings: SyncSettings) -> str:
+def explain(exc: BaseException, settings: SyncSettings, method: str | None = None) -> str:
     """A likely cause and what to do, for an exception from exchangelib or the network.
 
-    The text never carries the password (nor its base64 form).
+    :param method: the sign-in method in use (auth_method, with auto resolved).
+    The text never carries the password (nor its base64 form), a client secret or a token.
     """
     server = settings.service_endpoint
     # exchangelib re-raises network failures after its retries as ErrorTimeoutExpired with
@@ -97,6 +96,9 @@ def explain(exc: BaseException, settings: SyncSettings) -> str:
     def caught(*kinds: type) -> bool:
         return any(isinstance(e, kinds) for e in chain)
 
+    sign_in = ews_signin.explain_sign_in(chain, settings, method or settings.auth_method)
+    if sign_in is not None:
+        return sign_in
     if caught(ews_errors.UnauthorizedError):
         return (
             f"the server refused the user name {settings.username!r} or its password (HTTP 401): "
@@ -167,18 +169,19 @@ class EwsCalendar:
         # NUL characters Exchange sent in the items fetched so far (XML drops them; see
         # ews_patches): reported in the run's counts
         self.dropped_nul_characters = 0
+        self._plan: ews_signin.SignInPlan | None = None
         SECRET_FILTER.add(settings.username, settings.password)
+        SECRET_FILTER.add_secret(settings.password)
+
+    @property
+    def method(self) -> str:
+        """The sign-in method in use (auto resolved once the account is built)."""
+        return self._plan.method if self._plan is not None else self.settings.auth_method
 
     @property
     def account(self) -> Account:
         """The exchangelib Account; building it sends nothing."""
         if self._account is None:
-            if self.settings.auth_method != "basic":
-                raise ExchangeError(
-                    f"connection {self.settings.conn_id!r}: auth_method "
-                    f"{self.settings.auth_method!r} is not wired into the EWS backend yet; "
-                    "use basic"
-                )
             # exchangelib keeps these on the protocol class: set them before the first request.
             # A timeout bounds every request, so a dropped connection cannot hang (issue #1375).
             BaseProtocol.TIMEOUT = self.settings.timeout_seconds
@@ -188,10 +191,12 @@ class EwsCalendar:
                 requests.adapters.HTTPAdapter if self.settings.verify_tls else NoVerifyHTTPAdapter
             )
             build = EXCHANGE_2007_SP1 if self.settings.use_2007_protocol else EXCHANGE_2016
+            # auto asks the server once (WWW-Authenticate) and picks; the others are pinned
+            self._plan = plan = ews_signin.plan(self.settings)
             config = Configuration(
                 service_endpoint=self.settings.service_endpoint,
-                credentials=Credentials(self.settings.username, self.settings.password),
-                auth_type=BASIC,  # pinned, with the version, so exchangelib does not probe
+                credentials=plan.credentials,
+                auth_type=plan.auth_type,  # pinned, with the version, so exchangelib won't probe
                 version=Version(build=build),
                 # sleeps for the BackOffMilliseconds the server asks, each up to max_wait, all
                 # together up to throttle_wait_seconds
@@ -206,7 +211,7 @@ class EwsCalendar:
                 primary_smtp_address=self.settings.mailbox,
                 config=config,
                 autodiscover=False,
-                access_type=DELEGATE,
+                access_type=plan.access_type,
                 default_timezone=EWSTimeZone(self.settings.exchange_timezone),
             )
             # which TLS adapter this protocol's sessions use (see drop_stale_protocol)
@@ -250,7 +255,7 @@ class EwsCalendar:
             Calendar.get_distinguished(root=self.calendar.root)
         except Exception as exc:
             raise ExchangeError(
-                f"connection {self.settings.conn_id!r}: {explain(exc, self.settings)}"
+                f"connection {self.settings.conn_id!r}: {explain(exc, self.settings, self.method)}"
             ) from None
 
     def close(self) -> None:
@@ -272,7 +277,9 @@ class EwsCalendar:
         except _MAILBOX_ERRORS:
             pass  # the server accepted the credentials; part 2 says what is wrong with the mailbox
         except Exception as exc:
-            report.parts.append(ReportPart(GENERAL, False, explain(exc, self.settings)))
+            report.parts.append(
+                ReportPart(GENERAL, False, explain(exc, self.settings, self.method))
+            )
             report.parts.append(ReportPart(SEND_RECEIVE, None, "the general connection failed"))
             return report
         server_build = self.account.version.build  # exchangelib takes it from the answer
@@ -287,11 +294,7 @@ class EwsCalendar:
             )
             report.parts.append(ReportPart(SEND_RECEIVE, None, "the general connection failed"))
             return report
-        report.parts.append(
-            ReportPart(
-                GENERAL, True, f"{self.settings.username} @ {self.settings.service_endpoint}"
-            )
-        )
+        report.parts.append(ReportPart(GENERAL, True, self._plan.describe(self.settings)))
         step = "reading the calendar"
         try:
             if app_user_email is not None and not self.settings.allow_mailbox_mismatch:
@@ -323,7 +326,9 @@ class EwsCalendar:
             report.parts.append(ReportPart(SEND_RECEIVE, False, str(exc)))
         except Exception as exc:
             report.parts.append(
-                ReportPart(SEND_RECEIVE, False, f"{step}: {explain(exc, self.settings)}")
+                ReportPart(
+                    SEND_RECEIVE, False, f"{step}: {explain(exc, self.settings, self.method)}"
+                )
             )
         return report
 
@@ -562,7 +567,7 @@ class EwsCalendar:
 
     def _error(self, doing: str, exc: BaseException) -> ExchangeError:
         error = ExchangeError(
-            f"connection {self.settings.conn_id!r}: {doing}: {explain(exc, self.settings)}"
+            f"connection {self.settings.conn_id!r}: {doing}: {explain(exc, self.settings, self.method)}"
         )
         error.cause = exc  # kept for callers that branch on the kind; not chained (no secrets)
         return error

@@ -209,13 +209,32 @@ _install_per_item_errors()
 # --- retries ----------------------------------------------------------------------------------
 
 
+class SignInRefused(ews_errors.UnauthorizedError):
+    """HTTP 401, with what the server said about it: its WWW-Authenticate challenges and
+    Exchange Online's x-ms-diagnostics (why a bearer token was refused)."""
+
+    def __init__(self, url: str, challenges: str = "", diagnostics: str = ""):
+        super().__init__(f"Invalid credentials for {url}")
+        self.challenges = challenges
+        self.diagnostics = diagnostics
+
+
+class AccessForbidden(ews_errors.TransportError):
+    """HTTP 403: signed in, but Exchange refuses EWS to this caller (EWS switched off for the
+    tenant or mailbox, the app not on the EWS allow list, or the app not granted the mailbox)."""
+
+    def __init__(self, url: str):
+        super().__init__(f"HTTP 403 Forbidden from {url}")
+
+
 class RetryPolicy(FaultTolerance):
     """FaultTolerance (sleep for the BackOffMilliseconds the server asks, retry dropped
-    connections, up to max_wait), except that HTTP 401 is a login failure.
+    connections, up to max_wait), except that HTTP 401 is a login failure and 403 a refusal.
 
     exchangelib's FaultTolerance treats every 401 as throttling ("EWS sometimes throws 401's
     when it wants us to throttle") and sleeps until max_wait; with Basic authentication a 401
-    is nearly always a wrong user name or password, which must fail at once and say so.
+    is nearly always a wrong user name or password, which must fail at once and say so. A 403
+    would become MalformedResponseError("Unknown failure in response. Code: 403 ...").
     """
 
     def __init__(self, max_wait: float = 3600, total_wait: float | None = None):
@@ -245,7 +264,13 @@ class RetryPolicy(FaultTolerance):
 
     def raise_response_errors(self, response):
         if response.status_code == 401:
-            raise ews_errors.UnauthorizedError(f"Invalid credentials for {response.url}")
+            raise SignInRefused(
+                response.url,
+                challenges=response.headers.get("WWW-Authenticate", ""),
+                diagnostics=response.headers.get("x-ms-diagnostics", ""),
+            )
+        if response.status_code == 403:
+            raise AccessForbidden(response.url)
         return super().raise_response_errors(response)
 
 

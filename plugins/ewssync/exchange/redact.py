@@ -66,8 +66,11 @@ def install_secret_filter() -> None:
     names = [
         name
         for name in list(logging.root.manager.loggerDict)
-        if name == "exchangelib" or name.startswith(("exchangelib.", "ewssync"))
-    ]
+        if name in ("exchangelib", "requests_oauthlib", "oauthlib", "spnego")
+        or name.startswith(
+            ("exchangelib.", "ewssync", "requests_oauthlib.", "oauthlib.", "spnego.")
+        )
+    ]  # requests_oauthlib logs the whole token at DEBUG ("Adding token {...}")
     for name in [
         *names,
         "exchangelib",
