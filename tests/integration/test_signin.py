@@ -103,6 +103,17 @@ def test_ntlm_wrong_password_is_refused_by_the_acceptor(ews):
     assert "Wrong-Pa55word!" not in str(report)
 
 
+def test_ntlm_over_https_checks_the_channel_binding(ews, scheme):
+    if scheme == "http":
+        pytest.skip("channel binding is a TLS matter")
+    ews.sign_in.offer("ntlm")
+    # Extended Protection: the client binds its NTLM answer to the server's certificate; a
+    # server seeing another binding (a TLS-terminating man in the middle) refuses it
+    ews.sign_in.channel_bindings = b"\x00" * 32
+    report = open_calendar(settings_for(ews, auth_method="ntlm")).test(write=False)
+    assert not report.ok and ews.sign_in.counts["ntlm_refused"] == 1
+
+
 def test_basic_against_an_ntlm_only_server_is_refused(ews):
     ews.sign_in.offer("ntlm")
     report = open_calendar(settings_for(ews)).test(write=False)
@@ -254,3 +265,49 @@ def test_no_secret_in_debug_logs(ews, idp, caplog):
         if secret in text:
             at = text.index(secret)
             raise AssertionError(f"secret in the log: {text[max(at - 400, 0) : at + 40]}")
+
+
+# --- the UI's Test button (EwsHook.test_connection) ---------------------------------------------
+
+
+def hook_answer(monkeypatch, conn_id: str, settings: SyncSettings) -> tuple[bool, str]:
+    from ewssync.hook import EwsHook
+
+    extra = {
+        key: value
+        for key, value in settings.public_dict().items()
+        if key in ("app_user", "auth_method", "tenant_id", "client_id", "mailbox", "verify_tls")
+    }
+    extra["authority"] = settings.authority
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{conn_id.upper()}",
+        json.dumps({
+            "conn_type": "ews", "host": settings.service_endpoint, "login": settings.username,
+            "password": settings.password, "extra": {**extra, "timeout_seconds": 5},
+        }),
+    )  # fmt: skip
+    return EwsHook(ews_conn_id=conn_id).test_connection()
+
+
+def test_test_button_with_each_method(ews, idp, monkeypatch):
+    ews.sign_in.offer("bearer", "ntlm", "basic")
+    app = full_app(ews, idp)
+    for conn_id, settings, method in [
+        ("ews_btn_basic", settings_for(ews), "(Basic)"),
+        ("ews_btn_ntlm", settings_for(ews, auth_method="ntlm"), "(NTLM)"),
+        ("ews_btn_app", app_settings(ews, idp, app), "(OAuth app-only)"),
+    ]:
+        ok, message = hook_answer(monkeypatch, conn_id, settings)
+        assert ok, message
+        assert method in message.splitlines()[0]
+        assert settings.password not in message
+
+
+def test_test_button_explains_a_wrong_client_secret(ews, idp, monkeypatch):
+    ews.sign_in.offer("bearer")
+    app = full_app(ews, idp)
+    wrong = "sim~wrong-client-secret-value"
+    ok, message = hook_answer(monkeypatch, "ews_btn_bad", app_settings(ews, idp, app, secret=wrong))
+    assert not ok
+    assert "AADSTS7000215" in message and "Send/receive data: not run" in message
+    assert wrong not in message
