@@ -87,6 +87,10 @@ def test_certificate_credentials(idp):
     token = get_token(cred, EWS_SCOPE)
     assert idp.verify(token.value, [EXCHANGE_ONLINE])["appidacr"] == "2"
     assert "client_secret" not in idp.bodies[-1]
+    # pasted into the single-line Password field: line breaks become spaces, or vanish
+    for flat in (app.credential_pem.replace("\n", " "), app.credential_pem.replace("\n", "")):
+        oauth.forget()
+        assert get_token(credential(idp, app, secret=flat), EWS_SCOPE).value
     # a certificate the app does not have registered
     stranger = idp.add_app(certificate=True)
     wrong = credential(idp, app, secret=stranger.credential_pem)

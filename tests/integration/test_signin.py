@@ -144,6 +144,15 @@ def test_oauth_app_only_impersonates_the_mailbox(ews, idp):
     assert token.value not in str(report) and app.secret not in str(report)
 
 
+def test_oauth_with_a_certificate(ews, idp):
+    ews.sign_in.offer("bearer")
+    app = full_app(ews, idp, certificate=True)
+    report = open_calendar(app_settings(ews, idp, app, secret=app.credential_pem)).test(write=True)
+    assert report.ok, str(report)
+    assert idp.issued[-1]["appidacr"] == "2"  # signed in with the certificate, not a secret
+    assert "BEGIN PRIVATE KEY" not in str(report)
+
+
 def test_oauth_token_refreshed_through_exchangelib(ews, idp):
     ews.sign_in.offer("bearer")
     idp.token_lifetime = oauth.REFRESH_BEFORE + 3

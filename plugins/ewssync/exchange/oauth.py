@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 import time
 import uuid
@@ -206,9 +207,10 @@ def _client_assertion(app: AppCredential) -> str:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
+    pem = normalize_pem(app.secret).encode()
     try:
-        certificate = x509.load_pem_x509_certificate(app.secret.encode())
-        key = serialization.load_pem_private_key(app.secret.encode(), password=None)
+        certificate = x509.load_pem_x509_certificate(pem)
+        key = serialization.load_pem_private_key(pem, password=None)
     except ValueError:
         raise TokenError(
             "the password holds PEM text but not both an unencrypted private key and its "
@@ -232,6 +234,20 @@ def _client_assertion(app: AppCredential) -> str:
         algorithm="RS256",
         headers={"x5t": base64.urlsafe_b64encode(sha1).rstrip(b"=").decode()},
     )
+
+
+_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.S)
+
+
+def normalize_pem(text: str) -> str:
+    """PEM blocks as cryptography reads them, also when a single-line form field turned the
+    line breaks into spaces or dropped them: each block's base64 rewrapped at 64 characters."""
+    blocks = []
+    for label, body in _PEM_BLOCK.findall(text):
+        data = "".join(body.split())
+        lines = [data[i : i + 64] for i in range(0, len(data), 64)]
+        blocks.append("\n".join([f"-----BEGIN {label}-----", *lines, f"-----END {label}-----"]))
+    return "\n".join(blocks) + "\n"
 
 
 # AADSTS code -> what to do. https://learn.microsoft.com/entra/identity-platform/reference-error-codes
