@@ -279,7 +279,9 @@ class SignIn:
                 ),
             )
         roles = tuple(claims.get("roles", ()))
-        if EWS_ROLE not in roles:
+        # RBAC for Applications: Exchange itself grants a scoped app the mailboxes of its
+        # management scope, so its token needs no Entra role (app_mailboxes enforces the scope)
+        if EWS_ROLE not in roles and claims["appid"] not in self.app_mailboxes:
             self._count("token_no_roles")
             return None, Refusal(
                 401,

@@ -202,6 +202,29 @@ def test_oauth_failures_explained_by_their_fix(ews, idp, case, says):
         assert "api=graph" in report.parts[0].message
 
 
+def test_rbac_for_applications_scope_without_entra_consent(ews, idp):
+    ews.sign_in.offer("bearer")
+    app = idp.add_app()  # no Entra permission: Exchange's RBAC for Applications grants access
+    ews.sign_in.app_mailboxes[app.client_id] = {"alice@example.com"}
+    assert open_calendar(app_settings(ews, idp, app)).test(write=True).ok
+    outside = app_settings(ews, idp, app, mailbox="bob@example.com", allow_mailbox_mismatch=True)
+    report = open_calendar(outside).test(write=False)
+    assert not report.ok and "not granted this mailbox" in report.parts[0].message
+
+
+def test_token_for_another_audience_or_expired_is_explained(ews, idp):
+    ews.sign_in.offer("bearer")
+    app = full_app(ews, idp)
+    ews.sign_in.trust(idp, audiences=["https://outlook.office365.com"])  # another resource
+    report = open_calendar(app_settings(ews, idp, app)).test(write=False)
+    assert "another resource" in report.parts[0].message, str(report)
+    ews.sign_in.trust(idp)
+    oauth.forget()
+    idp.token_lifetime = -60  # a clock far ahead of the issuer's: tokens arrive expired
+    report = open_calendar(app_settings(ews, idp, app)).test(write=False)
+    assert not report.ok and "clock" in report.parts[0].message, str(report)
+
+
 def test_basic_against_exchange_online_says_use_oauth(ews, idp):
     ews.sign_in.offer("bearer")  # like Exchange Online: bearer tokens only
     report = open_calendar(settings_for(ews)).test(write=False)
