@@ -18,6 +18,12 @@ from lxml import etree
 from tests.ewssim import recurrence_xml
 from tests.ewssim.mailbox import WINDOWS_ZONES, Item, Mailbox, zone_of
 from tests.ewssim.signin import Principal, SignIn
+from tests.ewssim.throttling import (
+    THROTTLING_KINDS,
+    busy_in_messages,
+    retry_after_header,
+    server_busy_fault,
+)
 
 S = "http://schemas.xmlsoap.org/soap/envelope/"
 M = "http://schemas.microsoft.com/exchange/services/2006/messages"
@@ -55,21 +61,9 @@ def parse_dt(text: str) -> datetime:
 
 
 FAULT_KINDS = {
-    "http500", "server_busy", "drop_connection", "malformed_xml", "truncated", "latency",
+    "http500", "drop_connection", "malformed_xml", "truncated", "latency", *THROTTLING_KINDS,
 }  # fmt: skip
 
-SERVER_BUSY = (
-    f'<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="{S}"><s:Body><s:Fault>'
-    f'<faultcode xmlns:a="{T}">a:ErrorServerBusy</faultcode>'
-    '<faultstring xml:lang="en-US">The server cannot service this request right now. '
-    "Try again later.</faultstring><detail>"
-    '<e:ResponseCode xmlns:e="http://schemas.microsoft.com/exchange/services/2006/errors">'
-    "ErrorServerBusy</e:ResponseCode>"
-    '<e:Message xmlns:e="http://schemas.microsoft.com/exchange/services/2006/errors">The server '
-    "cannot service this request right now. Try again later.</e:Message>"
-    f'<t:MessageXml xmlns:t="{T}"><t:Value Name="BackOffMilliseconds">{{ms}}</t:Value>'
-    "</t:MessageXml></detail></s:Fault></s:Body></s:Envelope>"
-)
 SCHEMA_FAULT = (
     f'<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="{S}"><s:Body><s:Fault>'
     f'<faultcode xmlns:a="{T}">a:ErrorSchemaValidation</faultcode>'
@@ -100,8 +94,6 @@ def _operation_of(body: bytes) -> str:
 
 def _faulty(fault: dict, payload: bytes) -> tuple[int, bytes]:
     kind = fault["kind"]
-    if kind == "server_busy":
-        return 500, SERVER_BUSY.replace("{ms}", str(int(fault.get("back_off_ms", 1000)))).encode()
     if kind == "http500":
         return 500, INTERNAL_ERROR.encode()
     if kind == "malformed_xml":
@@ -207,6 +199,8 @@ class EwsSimulator:
         self.latency = latency
         self.mailboxes: dict[str, Mailbox] = {}
         self.request_counts: collections.Counter = collections.Counter()
+        # operation -> [(monotonic arrival time, refused by throttling)]
+        self.arrivals: collections.defaultdict = collections.defaultdict(list)
         # operation -> the error ResponseCodes of its last answer (what the wire said)
         self.last_error_codes: dict[str, list[str]] = {}
         self.bytes_in = 0
@@ -282,9 +276,12 @@ class EwsSimulator:
     ) -> None:
         """Make the next ``count`` matching requests fail.
 
-        kinds: http500, server_busy (back_off_ms), drop_connection (mid-response),
-        malformed_xml, truncated (keep: the share of the answer sent, default 0.4, with a
-        correct Content-Length), latency (seconds).
+        kinds: http500, drop_connection (mid-response), malformed_xml, truncated (keep: the
+        share of the answer sent, default 0.4, with a correct Content-Length), latency
+        (seconds), and throttling in Exchange's three forms, the request left unprocessed:
+        server_busy (HTTP 500 SOAP fault, back_off_ms), http503 (no body; retry_after seconds or
+        "date:<seconds>" for an HTTP-date), busy_in_message (HTTP 200, ErrorInternalServerError
+        with the inner error ErrorServerBusy in every ResponseMessage; back_off_ms optional).
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; known: {sorted(FAULT_KINDS)}")
@@ -303,9 +300,15 @@ class EwsSimulator:
         with self._lock:
             self._faults.clear()
 
+    def _count(self, operation: str, throttled: bool = False) -> None:
+        with self._lock:
+            self.request_counts[operation] += 1
+            self.arrivals[operation].append((time.monotonic(), throttled))
+
     def reset_counters(self) -> None:
         with self._lock:
             self.request_counts.clear()
+            self.arrivals.clear()
             self.bytes_in = self.bytes_out = 0
 
     @property
@@ -344,6 +347,9 @@ class EwsSimulator:
                 if fault and fault["kind"] == "latency":
                     time.sleep(float(fault.get("seconds", 1.0)))
                     fault = None
+                if fault and fault["kind"] in THROTTLING_KINDS:
+                    self._throttle(fault, body)
+                    return
                 status, payload = simulator.handle(principal, body)
                 if fault:
                     status, payload = _faulty(fault, payload)
@@ -363,6 +369,28 @@ class EwsSimulator:
                 self.send_header("Content-Length", str(len(payload)))
                 if status == 401:
                     self.send_header("WWW-Authenticate", 'Basic realm="ews"')
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def _throttle(self, fault: dict, body: bytes) -> None:
+                """Refuse the request unprocessed, in one of Exchange's throttling forms."""
+                simulator._count(_operation_of(body), throttled=True)
+                kind, back_off_ms = fault["kind"], fault.get("back_off_ms")
+                headers = {"Content-Type": "text/xml; charset=utf-8"}
+                if kind == "http503":  # IIS / the front end: no body, maybe Retry-After
+                    status, payload, headers = 503, b"", {}
+                    retry_after = retry_after_header(fault.get("retry_after"))
+                    if retry_after:
+                        headers["Retry-After"] = retry_after
+                elif kind == "server_busy":
+                    status, payload = 500, server_busy_fault(back_off_ms or 1000)
+                else:
+                    status = 200
+                    payload = busy_in_messages(body, VERSIONS[simulator.dialect], back_off_ms)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
 
@@ -438,8 +466,8 @@ class EwsSimulator:
             f"<m:{operation}Response><m:ResponseMessages>{inner}</m:ResponseMessages>"
             f"</m:{operation}Response></s:Body></s:Envelope>"
         ).encode()
+        self._count(operation)
         with self._lock:
-            self.request_counts[operation] += 1
             self.last_error_codes[operation] = _ERROR_CODE.findall(inner)
             self.bytes_in += len(body)
             self.bytes_out += len(payload)

@@ -3,10 +3,19 @@ deleted occurrences, throttling in its three forms, zones the wire defines, meet
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
+import pytest
+from lxml import etree
+
+from ewssync.errors import ExchangeError
 from ewssync.exchange import open_calendar
+from tests.conftest import SHARED
+from tests.ewssim import throttling
 from tests.integration.test_exchange import settings_for, utc
+
+SOAP_BODY = "{http://schemas.xmlsoap.org/soap/envelope/}Body"
 
 BERLIN = "W. Europe Standard Time"
 
@@ -41,3 +50,117 @@ def test_an_occurrence_deleted_from_its_series_is_gone_not_an_error(sim):
     assert sim.last_error_codes["GetItem"] == ["ErrorCalendarOccurrenceIsDeletedFromRecurrence"]
     calendar.delete(ids[1])  # deleting it again is fine too
     assert sim.last_error_codes["DeleteItem"] == ["ErrorCalendarOccurrenceIsDeletedFromRecurrence"]
+
+
+# --- throttling: three forms, each back-off honoured ------------------------------------------
+
+
+def throttled_then_served(sim, operation: str) -> float:
+    """The pause between the refused request and its retry (the simulator's clock)."""
+    arrivals = sim.arrivals[operation]
+    assert [throttled for _, throttled in arrivals] == [True, False], arrivals
+    return arrivals[1][0] - arrivals[0][0]
+
+
+def asked_waits(caplog) -> list[str]:
+    return [
+        r.getMessage().split("waiting ")[1].split(" s")[0]
+        for r in caplog.records
+        if "EWS throttling" in r.getMessage()
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "asked"),
+    [
+        ("server_busy", {"back_off_ms": 300}, "0.3"),  # HTTP 500 fault, BackOffMilliseconds
+        ("http503", {"retry_after": 1}, "1"),  # no body, Retry-After in seconds
+        ("http503", {}, "2"),  # no body, no hint: our first wait (exchangelib's was 10 s)
+        ("busy_in_message", {"back_off_ms": 400}, "0.4"),  # HTTP 200, inner ErrorServerBusy
+        ("busy_in_message", {}, "2"),
+    ],
+)
+def test_each_throttling_form_waits_as_long_as_the_server_asks(sim, caplog, kind, params, asked):
+    caplog.set_level(logging.WARNING, logger="ewssync")
+    calendar = open_calendar(settings_for(sim, timeout_seconds=10))
+    calendar.probe()  # connection warm: only the throttled request is retried
+    sim.reset_counters()
+    sim.inject_fault(kind, operation="FindItem", count=1, **params)
+    assert calendar.read_index(utc(2026, 5, 1), utc(2026, 5, 8)) == []
+    assert asked_waits(caplog) == [asked]
+    assert throttled_then_served(sim, "FindItem") >= float(asked)
+
+
+def test_retry_after_as_an_http_date_is_honoured(sim, caplog):
+    caplog.set_level(logging.WARNING, logger="ewssync")
+    calendar = open_calendar(settings_for(sim, timeout_seconds=10))
+    calendar.probe()
+    sim.reset_counters()
+    sim.inject_fault("http503", operation="FindItem", count=1, retry_after="date:3")
+    assert calendar.read_index(utc(2026, 5, 1), utc(2026, 5, 8)) == []
+    (asked,) = asked_waits(caplog)
+    assert 1.0 < float(asked) <= 3.0  # the date has whole seconds: 2 to 3 s from now
+    assert throttled_then_served(sim, "FindItem") >= float(asked)
+
+
+@pytest.mark.parametrize("operation", ["SyncFolderItems", "GetItem"])
+def test_change_list_and_item_reads_are_retried_like_the_view(sim, caplog, operation):
+    caplog.set_level(logging.WARNING, logger="ewssync")
+    mailbox = sim.mailbox("alice@example.com")
+    weekly_series(mailbox)
+    single = mailbox.create(subject="One", start=utc(2026, 5, 5, 9), end=utc(2026, 5, 5, 10))
+    calendar = open_calendar(settings_for(sim, timeout_seconds=10))
+    calendar.probe()
+    sim.reset_counters()
+    sim.inject_fault("busy_in_message", operation=operation, count=1, back_off_ms=200)
+    if operation == "SyncFolderItems":
+        _, changes, _ = calendar.sync_changes(None)
+        assert {c["item_id"] for c in changes} == {m.item_id for m in mailbox.items()}
+    else:
+        records, missing = calendar.fetch([single])
+        assert [r["subject"] for r in records] == ["One"] and missing == []
+    assert asked_waits(caplog) == ["0.2"]
+    assert throttled_then_served(sim, operation) >= 0.2
+
+
+def test_a_dropped_change_list_answer_is_read_again(sim):
+    mailbox = sim.mailbox("alice@example.com")
+    mailbox.create(subject="One", start=utc(2026, 5, 5, 9), end=utc(2026, 5, 5, 10))
+    calendar = open_calendar(settings_for(sim, timeout_seconds=3))
+    calendar.probe()
+    sim.inject_fault("drop_connection", operation="SyncFolderItems", count=1)
+    state, changes, _ = calendar.sync_changes(None)
+    assert [c["kind"] for c in changes] == ["create"] and state
+
+
+def test_too_long_a_back_off_gives_up_with_a_throttling_message(sim):
+    calendar = open_calendar(settings_for(sim, timeout_seconds=1))  # max_wait 2 s
+    calendar.probe()
+    sim.inject_fault("busy_in_message", operation="FindItem", count=1, back_off_ms=60_000)
+    with pytest.raises(ExchangeError, match="throttling"):
+        calendar.read_index(utc(2026, 5, 1), utc(2026, 5, 8))
+
+
+@pytest.mark.parametrize("operation", ["GetItem", "FindItem", "SyncFolderItems", "GetFolder"])
+def test_the_throttled_answers_are_schema_valid(operation):
+    xmlschema = pytest.importorskip("xmlschema")
+    schema = xmlschema.XMLSchema(str(SHARED / "ews-schema" / "messages.xsd"), validation="lax")
+    requests = {
+        "GetItem": "<m:GetItem><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape></m:ItemShape>"
+        '<m:ItemIds><t:ItemId Id="a"/><t:ItemId Id="b"/></m:ItemIds></m:GetItem>',
+        "FindItem": '<m:FindItem Traversal="Shallow"/>',
+        "SyncFolderItems": "<m:SyncFolderItems/>",
+        "GetFolder": '<m:GetFolder><m:FolderIds><t:FolderId Id="x"/></m:FolderIds></m:GetFolder>',
+    }
+    body = (
+        f'<s:Envelope xmlns:s="{throttling.S}" xmlns:m="{throttling.M}" xmlns:t="{throttling.T}">'
+        f"<s:Body>{requests[operation]}</s:Body></s:Envelope>"
+    ).encode()
+    answer = throttling.busy_in_messages(body, 'Version="V2017_07_11"', 500)
+    response = etree.fromstring(answer).find(SOAP_BODY)[0]
+    assert list(schema.iter_errors(etree.tostring(response).decode())) == []
+    messages = response.find(f"{{{throttling.M}}}ResponseMessages")
+    assert len(messages) == (2 if operation == "GetItem" else 1)
+    # the check can fail: a misspelt element is reported
+    broken = etree.tostring(response).decode().replace("ResponseCode>", "ResponseCod>", 2)
+    assert list(schema.iter_errors(broken))

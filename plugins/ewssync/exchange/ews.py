@@ -35,6 +35,7 @@ from ewssync.exchange.ews_patches import (
     dropped_nul_characters,
     reset_dropped_nul_characters,
     reset_view_pages,
+    tune_protocol,
     view_pages,
     zone_is_known,
 )
@@ -219,6 +220,7 @@ class EwsCalendar:
             policy = self._account.protocol.retry_policy
             if isinstance(policy, RetryPolicy):  # the cached protocol's: a fresh budget
                 policy.start_budget(self.settings.throttle_wait_seconds)
+            tune_protocol(self._account.protocol)
         return self._account
 
     @property
@@ -475,22 +477,26 @@ class EwsCalendar:
             pages until the server says it has no more).
         """
         calendar = self.calendar
-        calendar.item_sync_state = state
-        changes: list[dict[str, Any]] = []
-        try:
-            for kind, item in calendar.sync_items(
-                sync_state=state,
-                only_fields=list(SYNC_FIELDS),
-                max_changes_returned=max_changes,
-            ):
-                changes.append(
-                    {
-                        "kind": {"read_flag_change": "read_flag"}.get(kind, kind),
-                        "item_id": item.id,
-                        "change_key": getattr(item, "changekey", None),
-                        "item_type": getattr(item, "type", None),
-                    }
+
+        def read() -> list[dict[str, Any]]:
+            # from the given state every time: a retry after a dropped answer repeats the read
+            calendar.item_sync_state = state
+            return [
+                {
+                    "kind": {"read_flag_change": "read_flag"}.get(kind, kind),
+                    "item_id": item.id,
+                    "change_key": getattr(item, "changekey", None),
+                    "item_type": getattr(item, "type", None),
+                }
+                for kind, item in calendar.sync_items(
+                    sync_state=state,
+                    only_fields=list(SYNC_FIELDS),
+                    max_changes_returned=max_changes,
                 )
+            ]
+
+        try:
+            changes = self._retrying(read)  # a read like the others: same retries
         except ews_errors.ErrorInvalidSyncStateData:
             raise SyncStateExpired(
                 f"connection {self.settings.conn_id!r}: Exchange no longer accepts the saved sync "

@@ -5,10 +5,12 @@ Installed once on import; only the EWS backend imports this module.
 
 from __future__ import annotations
 
+import logging
 import threading
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
@@ -17,9 +19,11 @@ from exchangelib import errors as ews_errors
 from exchangelib.fields import TimeZoneField
 from exchangelib.protocol import BaseProtocol, Protocol
 from exchangelib.services.common import EWSService
-from exchangelib.util import create_element
+from exchangelib.util import TNS, create_element
 
 from ewssync.timezones import windows_to_iana
+
+log = logging.getLogger(__name__)
 
 # --- time zones on items: what exchangelib gets wrong ------------------------------------------
 # 1. Exchange2007_SP1: exchangelib writes <t:MeetingTimeZone Id="…"/>, which Microsoft's schema
@@ -227,9 +231,46 @@ class AccessForbidden(ews_errors.TransportError):
         super().__init__(f"HTTP 403 Forbidden from {url}")
 
 
+# Exchange throttles in three forms (Microsoft, "EWS throttling in Exchange"; [MS-ASHTTP]
+# 3.1.5.2.3 for 503):
+# 1. HTTP 500 with a SOAP fault ErrorServerBusy and BackOffMilliseconds in its MessageXml:
+#    exchangelib honours it.
+# 2. HTTP 503 without a body (IIS, a load balancer), perhaps with Retry-After in seconds or as an
+#    HTTP-date: exchangelib honoured only the seconds form, and only when the response did not
+#    also say "Connection: close" (then it counted as a dropped connection).
+# 3. HTTP 200 whose ResponseMessage is ErrorInternalServerError with the inner error
+#    ErrorServerBusy and BackOffMilliseconds in its MessageXml (Exchange Online): exchangelib
+#    raises the inner ErrorServerBusy but drops the BackOffMilliseconds.
+# Without a hint exchangelib waits protocol.RETRY_WAIT (10 s), doubled on every retry; we start at
+# NO_HINT_BACK_OFF instead. Either way a wait over max_wait gives up (RateLimitError). To report
+# upstream: "BackOffMilliseconds of an inner ErrorServerBusy (ErrorInternalServerError) is
+# ignored; Retry-After as HTTP-date is ignored; a 503 with Connection: close ignores Retry-After".
+
+NO_HINT_BACK_OFF = 2  # seconds before the first retry when the server names no wait
+
+
+def retry_after_seconds(response) -> float | None:
+    """The wait a Retry-After header asks for: delta-seconds or an HTTP-date; None if absent."""
+    value = (response.headers.get("Retry-After") or "").strip()
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+
+
 class RetryPolicy(FaultTolerance):
-    """FaultTolerance (sleep for the BackOffMilliseconds the server asks, retry dropped
-    connections, up to max_wait), except that HTTP 401 is a login failure and 403 a refusal.
+    """FaultTolerance (wait as long as the server asks, retry dropped connections, up to
+    max_wait), except that HTTP 401 is a login failure, 403 a refusal, and every throttling
+    form is honoured.
 
     exchangelib's FaultTolerance treats every 401 as throttling ("EWS sometimes throws 401's
     when it wants us to throttle") and sleeps until max_wait; with Basic authentication a 401
@@ -252,6 +293,9 @@ class RetryPolicy(FaultTolerance):
 
     def back_off(self, seconds):
         asked = self.DEFAULT_BACKOFF if seconds is None else seconds
+        log.warning(
+            "EWS throttling: the server is busy, waiting %s s before retrying", f"{asked:g}"
+        )
         if self.waited + asked > self.total_wait:
             raise ews_errors.RateLimitError(
                 f"the server kept throttling (ErrorServerBusy): waited {self.waited:g} s in "
@@ -271,7 +315,38 @@ class RetryPolicy(FaultTolerance):
             )
         if response.status_code == 403:
             raise AccessForbidden(response.url)
+        if response.status_code in (429, 503):
+            # None: exchangelib waits its own doubling delay (see NO_HINT_BACK_OFF)
+            raise ews_errors.ErrorServerBusy(
+                f"HTTP {response.status_code}", back_off=retry_after_seconds(response)
+            )
         return super().raise_response_errors(response)
+
+
+def tune_protocol(protocol) -> None:
+    """Per-protocol settings exchangelib keeps on the class: the first wait without a hint."""
+    protocol.RETRY_WAIT = NO_HINT_BACK_OFF
+
+
+def _install_inner_back_off() -> None:
+    original = EWSService._get_exception
+    if getattr(original, "_ewssync_inner_back_off", False):
+        return
+
+    def _get_exception(code, text, msg_xml=None, rule_errors=None):
+        exc = original(code, text, msg_xml=msg_xml, rule_errors=rule_errors)
+        if isinstance(exc, ews_errors.ErrorServerBusy) and exc.back_off is None:
+            for value in msg_xml.findall(f"{{{TNS}}}Value") if msg_xml is not None else ():
+                if value.get("Name") == "BackOffMilliseconds":
+                    with suppress(TypeError, ValueError):
+                        exc.back_off = int(value.text) / 1000.0
+        return exc
+
+    _get_exception._ewssync_inner_back_off = True
+    EWSService._get_exception = staticmethod(_get_exception)
+
+
+_install_inner_back_off()
 
 
 def drop_stale_protocol(config: Configuration) -> None:
