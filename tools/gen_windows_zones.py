@@ -1,11 +1,13 @@
-"""Regenerate plugins/ewssync/data/windows_zones.json from exchangelib's CLDR tables.
+"""Regenerate plugins/ewssync/data/windows_zones.json from tzlocal's CLDR windowsZones table.
 
 Run: .venv/bin/python -m tools.gen_windows_zones   (the package itself never imports exchangelib
 outside hook.py/exchange.py, so the table is shipped as data). ``--check`` exits 1 when the
 committed file differs from what this script would write.
 
-The output depends only on exchangelib's winzone module and the curated lists below, not on
-the host's tz database, so it is reproducible.
+The output depends only on tzlocal's windows_tz module (CLDR's windowsZones.xml, kept current by
+tzlocal's releases; pinned in requirements-dev.txt) and the curated lists below, not on the
+host's tz database, so it is reproducible. exchangelib ships an older copy (CLDR 2021a) that
+lacks zones Windows added since (Alberta, British Columbia, Manitoba Standard Time).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 OUT = Path(__file__).resolve().parents[1] / "plugins" / "ewssync" / "data" / "windows_zones.json"
 
-# CLDR 2021a (what exchangelib ships) still names some zones by their old IANA names. Both work
+# CLDR still names some zones by their old IANA names. Both work
 # with zoneinfo, but the app stores the current name (tzdata "backward" links).
 CANONICAL_IANA = {
     "America/Buenos_Aires": "America/Argentina/Buenos_Aires",
@@ -136,20 +138,18 @@ EXCLUDED_IANA = {"Factory"}
 
 
 def build() -> dict:
-    from exchangelib import winzone
+    from importlib.metadata import version
+
+    from tzlocal import windows_tz
 
     def canonical(zone: str) -> str:
         return CANONICAL_IANA.get(zone, zone)
 
-    windows_ids = {
-        name: canonical(zone)
-        for name, zone in winzone.MS_TIMEZONE_TO_IANA_MAP.items()
-        if not name.startswith("tzone://")
-    }
+    windows_ids = {name: canonical(zone) for name, zone in windows_tz.win_tz.items()}
     iana_to_windows = {
         zone: windows
-        for zone, (windows, _territory) in winzone.IANA_TO_MS_TIMEZONE_MAP.items()
-        if zone not in EXCLUDED_IANA
+        for zone, windows in windows_tz.tz_win.items()
+        if zone.strip() and zone not in EXCLUDED_IANA  # tzlocal 5.4.5 has an empty key
     }
     # Each Windows id's own zone maps back to that id (CLDR's territory rows could disagree).
     for windows, zone in windows_ids.items():
@@ -158,7 +158,7 @@ def build() -> dict:
     aliases = {**UTC_ALIASES, **LOCALIZED_NAMES}
     return {
         "source": (
-            f"exchangelib.winzone (CLDR windowsZones {winzone.CLDR_WINZONE_TYPE_VERSION}) "
+            f"tzlocal {version('tzlocal')} windows_tz (CLDR windowsZones) "
             "+ curated lists in tools/gen_windows_zones.py"
         ),
         "windows_to_iana": dict(sorted(windows_ids.items())),

@@ -1,11 +1,12 @@
-"""Windows <-> IANA time zone names, from a table generated out of CLDR (tools/gen_windows_zones)."""
+"""Windows <-> IANA time zone names, from a table generated out of CLDR (tools/gen_windows_zones,
+from tzlocal's current copy of CLDR's windowsZones)."""
 
 from __future__ import annotations
 
 import functools
 import json
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from zoneinfo import ZoneInfo, available_timezones
 
@@ -144,24 +145,28 @@ def _standard_offsets(zone: str) -> frozenset[timedelta]:
 def iana_to_windows(name: str) -> str | None:
     """The canonical Windows zone id for an IANA zone (aliases resolved), for new items.
 
-    Zones the table does not list (newer than its CLDR data) get the Windows id whose zone has
-    the same UTC offsets through 2026, preferring one in the same region; None if none has.
+    Zones the table does not list (newer than its CLDR data), or whose listed Windows zone no
+    longer has the same UTC offsets through 2026, get a Windows id whose zone has them,
+    preferring one in the same region; None if none has.
     """
     table = _table()["iana_to_windows"]
-    if name in table:
-        return table[name]
-    if name in _table()["aliases"]:
-        return table.get(_table()["aliases"][name])
+    listed = table.get(name)
+    if listed is None and name in _table()["aliases"]:
+        listed = table.get(_table()["aliases"][name])
     if not is_valid_zone(name):
-        return None
+        return listed
     signature = _offsets_2026(name)
+    if listed is not None and _offsets_2026(_table()["windows_to_iana"][listed]) == signature:
+        return listed
+    # Not listed, or CLDR's row lags tzdata (Scoresbysund, Casey, Vostok changed rules since):
+    # a Windows zone with the same offsets through 2026, else CLDR's row.
     region = name.split("/")[0]
     candidates = [
         (zone.split("/")[0] != region, zone, windows)
         for windows, zone in _table()["windows_to_iana"].items()
         if _offsets_2026(zone) == signature
     ]
-    return min(candidates)[2] if candidates else None
+    return min(candidates)[2] if candidates else listed
 
 
 @functools.cache
@@ -175,3 +180,55 @@ def _offsets_2026(zone: str) -> tuple[timedelta, ...]:
 def to_iana(name: str | None, fallback: str) -> str:
     """IANA for a Windows or IANA name; ``fallback`` when unknown or customized."""
     return windows_to_iana(name) or fallback
+
+
+# --- all-day dates from what the wire carries ------------------------------------------------
+
+_LATEST_OFFSET = timedelta(hours=14)  # Kiritimati; the earliest is -12 (Baker Island)
+_EARLIEST_OFFSET = timedelta(hours=-12)
+
+
+def _midnight_offset(instant: datetime, offsets: list[timedelta], preferred: timedelta):
+    for offset in offsets:
+        local = instant + offset
+        if (local.hour, local.minute, local.second) == (0, 0, 0):
+            return offset
+    # No candidate makes it midnight: the UTC offsets that do, nearest the preferred one.
+    since_midnight = instant - instant.replace(hour=0, minute=0, second=0, microsecond=0)
+    choices = [
+        offset
+        for offset in (-since_midnight, timedelta(days=1) - since_midnight)
+        if _EARLIEST_OFFSET <= offset <= _LATEST_OFFSET
+    ]
+    return min(choices or [-since_midnight], key=lambda offset: abs(offset - preferred))
+
+
+def all_day_dates(
+    start: datetime,
+    end: datetime,
+    start_offsets: list[timedelta],
+    end_offsets: list[timedelta],
+    preferred: timedelta,
+) -> tuple[date, date]:
+    """The first and last day (inclusive) of an all-day item from its instants.
+
+    An all-day item runs from local midnight to local midnight in its own zone, which is how
+    Outlook shows it, whatever the reader's zone. The offsets are what the wire says of that
+    zone, most trusted first (the named zone's offset at that instant, the zone definition's
+    periods, the display name's offset); the first at which the instant is a midnight wins. When
+    none does (no or unusable zone information), the offset that makes it a midnight is used,
+    the one nearest ``preferred`` (the connection zone's) when two do.
+    """
+    start = start.astimezone(UTC)
+    end = end.astimezone(UTC)
+    start_date = (start + _midnight_offset(start, start_offsets, preferred)).date()
+    if end <= start:
+        return start_date, start_date
+    end_date = (end + _midnight_offset(end, end_offsets, preferred)).date() - timedelta(days=1)
+    return start_date, max(end_date, start_date)
+
+
+def display_name_offset(name: str | None) -> timedelta | None:
+    """The standard offset a display name shows: "(UTC-05:00) Eastern Time" -> -5 h."""
+    parsed = _parse_display_name(name) if isinstance(name, str) else None
+    return parsed[0] if parsed else None

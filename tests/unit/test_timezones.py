@@ -14,12 +14,13 @@ from hypothesis import strategies as st
 from ewssync import timezones
 from ewssync.timezones import iana_to_windows, is_valid_zone, to_iana, windows_to_iana
 
-winzone = pytest.importorskip(
-    "exchangelib.winzone"
-)  # tests may import exchangelib; the package not
+# The current CLDR windowsZones table as tzlocal ships it: the source of the generated table,
+# and the list of zones every one of which is tested here.
+windows_tz = pytest.importorskip("tzlocal.windows_tz")
 
 ROOT = Path(__file__).resolve().parents[2]
-WINDOWS_IDS = sorted(n for n in winzone.MS_TIMEZONE_TO_IANA_MAP if not n.startswith("tzone://"))
+WINDOWS_IDS = sorted(windows_tz.win_tz)
+IANA_ZONES = sorted(zone for zone in windows_tz.tz_win if zone.strip())
 
 
 def offsets_2026(zone: str) -> list[timedelta]:
@@ -29,13 +30,30 @@ def offsets_2026(zone: str) -> list[timedelta]:
 
 
 @pytest.mark.parametrize("windows_id", WINDOWS_IDS)
-def test_every_exchangelib_windows_id_maps_to_a_zone_zoneinfo_knows(windows_id):
+def test_every_windows_id_cldr_lists_maps_to_a_zone_zoneinfo_knows(windows_id):
     zone = windows_to_iana(windows_id)
     assert zone is not None
     assert is_valid_zone(zone)
     ZoneInfo(zone)  # loads
-    # Same rules as exchangelib's (possibly older) name for it.
-    assert offsets_2026(zone) == offsets_2026(winzone.MS_TIMEZONE_TO_IANA_MAP[windows_id])
+    # Same rules as CLDR's (possibly older) name for it.
+    assert offsets_2026(zone) == offsets_2026(windows_tz.win_tz[windows_id])
+
+
+def test_the_table_knows_the_windows_zones_added_since_exchangelibs_copy():
+    assert len(WINDOWS_IDS) >= 142
+    assert windows_to_iana("Alberta Standard Time") == "America/Edmonton"
+    assert windows_to_iana("British Columbia Standard Time") == "America/Vancouver"
+    assert windows_to_iana("Manitoba Standard Time") == "America/Winnipeg"
+    assert iana_to_windows("America/Vancouver") == "British Columbia Standard Time"
+
+
+@pytest.mark.parametrize("zone", IANA_ZONES)
+def test_every_iana_zone_cldr_lists_gets_a_windows_zone_with_its_offsets(zone):
+    if not is_valid_zone(zone):
+        pytest.skip(f"{zone} is not in this host's tz database")
+    windows = iana_to_windows(zone)
+    assert windows is not None
+    assert offsets_2026(windows_to_iana(windows)) == offsets_2026(zone), windows
 
 
 @pytest.mark.parametrize("windows_id", WINDOWS_IDS)
