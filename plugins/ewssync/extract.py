@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from ewssync import store
 from ewssync.errors import SyncStateExpired
-from ewssync.transform import PRIVATE_SENSITIVITIES
+from ewssync.transform import PRIVATE_SENSITIVITIES, apply_meeting_rules
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,7 @@ def execute_plan(
     plan: Plan,
     *,
     sync_private: bool = True,
+    skip_declined: bool = False,
 ) -> dict[str, int]:
     """Fetch what the plan names and stage it for the run; return counts.
 
@@ -187,6 +188,10 @@ def execute_plan(
             records = [r for r in records if r["item_id"] not in private]
             gone.update(store.links_by_item(conn, conn_id, private))
             skipped_private = len(private)
+    # cancelled (and, with skip_declined, declined) meetings: left out, a linked one leaves the app
+    records, skipped_meetings = apply_meeting_rules(records, skip_declined=skip_declined)
+    if skipped_meetings:
+        gone.update(store.links_by_item(conn, conn_id, list(skipped_meetings)))
     store.stage_ews_items(conn, conn_id, run_key, records)
     store.stage_seen(conn, conn_id, run_key, sorted(gone), "gone")
     store.put_staging_run(
@@ -205,6 +210,8 @@ def execute_plan(
         "exchange_moved_out_of_window": moved_out,
         "exchange_gone": len(gone),
         "skipped_private": skipped_private,
+        "skipped_cancelled": sum(r == "cancelled" for r in skipped_meetings.values()),
+        "skipped_declined": sum(r == "declined" for r in skipped_meetings.values()),
     }
 
 
@@ -217,11 +224,15 @@ def extract(
     *,
     full_resync: bool = False,
     sync_private: bool = True,
+    skip_declined: bool = False,
 ) -> tuple[str, dict[str, int]]:
     """Stage the run's Exchange side. Idempotent: a re-run replaces what the run staged before
     (only this run's staging: other runs' and other connections' are never touched)."""
     store.clear_staging(conn, conn_id, run_key)
     plan = plan_run(calendar, conn, conn_id, window, full_resync=full_resync)
-    counts = execute_plan(calendar, conn, conn_id, run_key, window, plan, sync_private=sync_private)
+    counts = execute_plan(
+        calendar, conn, conn_id, run_key, window, plan,
+        sync_private=sync_private, skip_declined=skip_declined,
+    )  # fmt: skip
     log.info("connection %s: %s extract, %s", conn_id, plan.mode, counts)
     return plan.mode, counts

@@ -152,6 +152,7 @@ def extract(
             window,
             full_resync=full_resync,
             sync_private=settings.sync_private,
+            skip_declined=settings.skip_declined,
         )
         dropped = getattr(calendar, "dropped_nul_characters", 0)
         if dropped:

@@ -32,6 +32,7 @@ EXTRA_FIELDS: dict[str, tuple[Any, str]] = {
     "mailbox": (None, "email"),
     "activated": (True, "bool"),
     "sync_private": (False, "bool"),
+    "skip_declined": (False, "bool"),
     "alarm_on_new": (False, "bool"),
     "alarm_minutes": (15, "int"),
     "exchange_timezone": ("UTC", "zone"),
@@ -79,6 +80,11 @@ FIELD_DOCS: dict[str, tuple[str, str]] = {
     "sync_private": (
         "Sync private appointments",
         "Also sync appointments marked private (they stay flagged private in the app)",
+    ),
+    "skip_declined": (
+        "Skip declined meetings",
+        "Leave out meetings the mailbox owner declined but kept in the calendar (off: they sync "
+        "with the free/busy Exchange gives them)",
     ),
     "alarm_on_new": ("Alarm on new", "Set a reminder on appointments created from the app"),
     "alarm_minutes": ("Minutes before", "Reminder lead time in minutes (0-40320)"),
@@ -174,6 +180,7 @@ class SyncSettings:
     authority: str = AUTHORITIES["global"]
     task_timeout_minutes: int = 30
     throttle_wait_seconds: int = 300
+    skip_declined: bool = False
 
     def __str__(self) -> str:
         return f"SyncSettings({self.conn_id}: {self.username} @ {self.service_endpoint})"

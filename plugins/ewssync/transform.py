@@ -161,6 +161,53 @@ def show_as(legacy_free_busy: object) -> str:
     )
 
 
+# --- meetings ------------------------------------------------------------------------------------
+# A meeting's copy in an attendee's calendar says how the owner answered (MyResponseType) and
+# whether the organizer cancelled it (IsCancelled). Decided here, applied by extract before
+# anything is staged:
+# - cancelled: not synced (it no longer takes place; Outlook only keeps it until the owner
+#   removes it); one synced before leaves the app.
+# - declined and still in the calendar: synced as Exchange has it (usually free) unless the
+#   connection's skip_declined is on; then it is left out like a cancelled one.
+# - tentatively accepted: shown as tentative, whatever free/busy status the item carries.
+# - the organizer's own meetings and plain appointments: unchanged.
+
+
+def meeting_skip_reason(
+    is_cancelled: object, my_response: object, *, skip_declined: bool
+) -> str | None:
+    """Why a meeting is left out ('cancelled' or 'declined'), or None to sync it."""
+    if is_cancelled is True:
+        return "cancelled"
+    if skip_declined and my_response == "Decline":
+        return "declined"
+    return None
+
+
+def meeting_free_busy(legacy_free_busy: object, my_response: object) -> object:
+    """The free/busy status to sync: Tentative for a tentatively accepted meeting."""
+    return "Tentative" if my_response == "Tentative" else legacy_free_busy
+
+
+def apply_meeting_rules(
+    records: list[dict], *, skip_declined: bool
+) -> tuple[list[dict], dict[str, str]]:
+    """Records to stage (tentative meetings marked Tentative) and the ids left out, with why."""
+    kept: list[dict] = []
+    skipped: dict[str, str] = {}
+    for record in records:
+        reason = meeting_skip_reason(
+            record.get("is_cancelled"), record.get("my_response"), skip_declined=skip_declined
+        )
+        if reason:
+            skipped[record["item_id"]] = reason
+            continue
+        free_busy = meeting_free_busy(record.get("legacy_free_busy"), record.get("my_response"))
+        kept.append(record if free_busy == record.get("legacy_free_busy") else
+                    {**record, "legacy_free_busy": free_busy})  # fmt: skip
+    return kept, skipped
+
+
 def first_category(categories: object) -> str | None:
     """The app's single appointment type: the first non-blank Exchange category.
 

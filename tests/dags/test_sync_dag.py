@@ -234,12 +234,13 @@ def test_the_realistic_fixture_lands_with_html_kept_and_private_items_flagged(
     run_dag(DAG_ID, when)
     window_start = datetime(2026, 11, 23, tzinfo=UTC) - timedelta(weeks=6)
     window_end = datetime(2026, 11, 23, tzinfo=UTC) + timedelta(weeks=12)
-    expected = sim.mailbox("alice@example.com").occurrences(window_start, window_end)
+    occurrences = sim.mailbox("alice@example.com").occurrences(window_start, window_end)
+    expected = [item for item in occurrences if not item.is_cancelled]  # cancelled: never land
 
     with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT title, starts_at, is_private, notes, notes_html, time_zone, all_day, "
-            "start_date, end_date FROM calendar.live_appointments"
+            "start_date, end_date, show_as FROM calendar.live_appointments"
         )
         landed = cur.fetchall()
     assert sorted((row[0], row[1]) for row in landed) == sorted(
@@ -264,6 +265,15 @@ def test_the_realistic_fixture_lands_with_html_kept_and_private_items_flagged(
     assert datetime(2026, 10, 19, 7, tzinfo=UTC) in meetings  # CEST: UTC+2
     assert datetime(2026, 10, 26, 8, tzinfo=UTC) in meetings  # CET: UTC+1
     assert datetime(2026, 12, 7, 8, tzinfo=UTC) not in meetings  # deleted occurrence
+    # meetings: cancelled left out (above), declined kept as free, tentative shows tentative
+    assert by_title["Quartalsmeeting Vertrieb"][9] == "free"
+    assert by_title["Lieferantengespräch Heizungsbau"][9] == "tentative"
+    # all-day dates are the item's own: a custom zone with US rules, and one with no zone at all
+    thanksgiving = by_title["Thanksgiving (US-Kunde, importiert)"]
+    assert (thanksgiving[7], thanksgiving[8]) == (date(2026, 11, 26), date(2026, 11, 26))
+    tokyo = by_title["Messe Tokio (ohne Zeitzone)"]
+    assert (tokyo[7], tokyo[8]) == (date(2026, 12, 9), date(2026, 12, 10))
+    assert by_title["Webinar Sydney (nur Anzeigename)"][5] == "Australia/Sydney"
 
 
 def test_an_expired_sync_state_falls_back_to_reading_the_whole_window(alice):

@@ -9,22 +9,10 @@ import threading
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
-# The Windows zones the tests use, mapped by hand (independent of ewssync's own table).
-WINDOWS_ZONES = {
-    "W. Europe Standard Time": "Europe/Berlin",
-    "GMT Standard Time": "Europe/London",
-    "Eastern Standard Time": "America/New_York",
-    "Tokyo Standard Time": "Asia/Tokyo",
-    "India Standard Time": "Asia/Kolkata",
-    "UTC": "UTC",
-}
+from tests.ewssim.zones import zone_of
+
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-
-
-def zone_of(windows_id: str | None) -> ZoneInfo:
-    return ZoneInfo(WINDOWS_ZONES.get(windows_id or "UTC", "UTC"))
 
 
 def new_id(kind: str = "item", seed: str | None = None) -> str:
@@ -70,7 +58,13 @@ class Item:
     subject: str
     start: datetime  # UTC
     end: datetime  # UTC
-    timezone: str = "UTC"  # Windows id
+    timezone: str = "UTC"  # Windows id, or a customized zone's name
+    timezone_rules: str | None = None  # IANA rules behind a customized zone's definition
+    timezone_name: str | None = None  # display name, if not the Windows zone's own
+    # what answers carry of the zone: "full" (StartTimeZone/EndTimeZone definitions and the
+    # TimeZone display name), "name" (only the display name: Exchange 2019 omits StartTimeZone
+    # in some answers) or "none"
+    zone_on_wire: str = "full"
     is_all_day: bool = False
     body: str = ""
     body_type: str = "HTML"
@@ -83,6 +77,14 @@ class Item:
     modified: dict[datetime, dict] = field(default_factory=dict)  # original start -> overrides
     deleted: set[datetime] = field(default_factory=set)
     last_modified: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # meetings: the organizer's address (None: an appointment, not a meeting), the attendees
+    # ({"email", "name", "response", "optional"}), the mailbox owner's response (Organizer,
+    # Accept, Tentative, Decline, NoResponseReceived, Unknown) and a cancellation received
+    organizer: str | None = None
+    organizer_name: str | None = None
+    attendees: list[dict] = field(default_factory=list)
+    my_response: str = "Unknown"
+    is_cancelled: bool = False
     # set on expanded occurrences only
     item_type: str = "Single"
     recurrence_id: datetime | None = None
@@ -114,7 +116,7 @@ def _expand_starts(master: Item, limit_end: datetime) -> list[datetime]:
     """Original starts (UTC) of a series, expanded in the series' own zone (wall-clock time is
     kept across DST changes)."""
     rule = master.recurrence
-    zone = zone_of(master.timezone)
+    zone = zone_of(master.timezone, master.timezone_rules)
     local_start = master.start.astimezone(zone)
     first_day: date = rule.get("start") or local_start.date()
     last_day: date | None = rule.get("end")
@@ -291,6 +293,11 @@ class Mailbox:
             recurrence_id=original,
             **{k: v for k, v in overrides.items() if k not in ("start", "end")},
         )
+
+    def expand(self, master_id: str, until: datetime) -> list[datetime]:
+        """Original starts (UTC) of a series before ``until``, deleted ones included."""
+        with self.lock:
+            return _expand_starts(self.store[master_id], until)
 
     def get(self, item_id: str) -> Item | None:
         with self.lock:

@@ -16,7 +16,7 @@ from xml.sax.saxutils import escape
 from lxml import etree
 
 from tests.ewssim import recurrence_xml
-from tests.ewssim.mailbox import WINDOWS_ZONES, Item, Mailbox, zone_of
+from tests.ewssim.mailbox import Item, Mailbox
 from tests.ewssim.signin import Principal, SignIn
 from tests.ewssim.throttling import (
     THROTTLING_KINDS,
@@ -24,6 +24,7 @@ from tests.ewssim.throttling import (
     retry_after_header,
     server_busy_fault,
 )
+from tests.ewssim.zones import WINDOWS_ZONES, definition_xml, display_name, zone_of
 
 S = "http://schemas.xmlsoap.org/soap/envelope/"
 M = "http://schemas.microsoft.com/exchange/services/2006/messages"
@@ -177,6 +178,43 @@ def fields_of(element) -> dict:
     return fields
 
 
+def appointment_state(item: Item) -> int:
+    """AppointmentState's flags: 1 meeting, 2 received (the owner is an attendee), 4 cancelled."""
+    if item.organizer is None:
+        return 0
+    received = 2 if item.my_response != "Organizer" else 0
+    return 1 | received | (4 if item.is_cancelled else 0)
+
+
+def meeting_xml(item: Item, want) -> list[str]:
+    """MyResponseType, Organizer, RequiredAttendees, OptionalAttendees (schema order)."""
+    if item.organizer is None:
+        return []
+
+    def mailbox(email: str, name: str | None) -> str:
+        return (
+            f"<t:Mailbox><t:Name>{escape(name or email)}</t:Name><t:EmailAddress>{escape(email)}"
+            "</t:EmailAddress><t:RoutingType>SMTP</t:RoutingType><t:MailboxType>Mailbox"
+            "</t:MailboxType></t:Mailbox>"
+        )
+
+    out = []
+    if want("calendar:MyResponseType"):
+        out.append(f"<t:MyResponseType>{item.my_response}</t:MyResponseType>")
+    if want("calendar:Organizer"):
+        out.append(f"<t:Organizer>{mailbox(item.organizer, item.organizer_name)}</t:Organizer>")
+    for tag, optional in (("RequiredAttendees", False), ("OptionalAttendees", True)):
+        attendees = [a for a in item.attendees if bool(a.get("optional")) == optional]
+        if want(f"calendar:{tag}") and attendees:
+            inner = "".join(
+                f"<t:Attendee>{mailbox(a['email'], a.get('name'))}<t:ResponseType>"
+                f"{a.get('response', 'Unknown')}</t:ResponseType></t:Attendee>"
+                for a in attendees
+            )
+            out.append(f"<t:{tag}>{inner}</t:{tag}>")
+    return out
+
+
 # FieldURI of a DeleteItemField -> the model field and its cleared value
 CLEARED = {
     "calendar:Location": ("location", ""),
@@ -248,7 +286,7 @@ class EwsSimulator:
                 seeds[seed] += 1
                 if seeds[seed] > 1:
                     seed = f"{seed}|{seeds[seed]}"
-                zone = zone_of(spec.get("timezone"))
+                zone = zone_of(spec.get("timezone"), spec.get("timezone_rules"))
                 start = _shift_local(parse_dt(spec.pop("start")), shift, zone)
                 end = _shift_local(parse_dt(spec.pop("end")), shift, zone)
                 occurrences = spec.pop("modified_occurrences", [])
@@ -705,6 +743,43 @@ class EwsSimulator:
 
     # --- serialisation --------------------------------------------------------------------
 
+    def _occurrence_info(self, master: Item, want) -> list[str]:
+        """FirstOccurrence, LastOccurrence, ModifiedOccurrences, DeletedOccurrences of a master
+        (a series without an end has no LastOccurrence)."""
+        mailbox = next((m for m in self.mailboxes.values() if master.item_id in m.store), None)
+        if mailbox is None:
+            return []
+        rule = master.recurrence
+        bounded = bool(rule.get("end") or rule.get("count"))
+        horizon = master.start + timedelta(days=366 * 5)
+        originals = mailbox.expand(master.item_id, horizon)
+        live = [o for o in originals if o not in master.deleted]
+
+        def info(tag: str, original: datetime) -> str:
+            occurrence = mailbox.instance(mailbox.store[master.item_id], original)
+            return (
+                f'<t:{tag}><t:ItemId Id="{occurrence.item_id}" ChangeKey="{occurrence.change_key}"/>'
+                f"<t:Start>{utc(occurrence.start)}</t:Start><t:End>{utc(occurrence.end)}</t:End>"
+                f"<t:OriginalStart>{utc(original)}</t:OriginalStart></t:{tag}>"
+            )
+
+        out = []
+        if want("calendar:FirstOccurrence") and live:
+            out.append(info("FirstOccurrence", live[0]))
+        if want("calendar:LastOccurrence") and live and bounded:
+            out.append(info("LastOccurrence", live[-1]))
+        modified = sorted(o for o in master.modified if o in live)
+        if want("calendar:ModifiedOccurrences") and modified:
+            inner = "".join(info("Occurrence", o) for o in modified)
+            out.append(f"<t:ModifiedOccurrences>{inner}</t:ModifiedOccurrences>")
+        if want("calendar:DeletedOccurrences") and master.deleted:
+            inner = "".join(
+                f"<t:DeletedOccurrence><t:Start>{utc(o)}</t:Start></t:DeletedOccurrence>"
+                for o in sorted(master.deleted)
+            )
+            out.append(f"<t:DeletedOccurrences>{inner}</t:DeletedOccurrences>")
+        return out
+
     def _fields(self, request) -> set[str] | None:
         """FieldURIs asked for; None = all properties. Notes the BodyType asked for."""
         shape = request.find(".//m:ItemShape", NS)
@@ -759,22 +834,40 @@ class EwsSimulator:
             out.append(f"<t:LegacyFreeBusyStatus>{item.legacy_free_busy}</t:LegacyFreeBusyStatus>")
         if want("calendar:Location"):
             out.append(f"<t:Location>{escape(item.location or '')}</t:Location>")
+        if want("calendar:IsMeeting"):
+            out.append(f"<t:IsMeeting>{str(item.organizer is not None).lower()}</t:IsMeeting>")
+        if want("calendar:IsCancelled"):
+            out.append(f"<t:IsCancelled>{str(item.is_cancelled).lower()}</t:IsCancelled>")
         if want("calendar:IsRecurring"):
-            recurring = item.item_type != "Single"
+            # Exchange answers false for the master itself, true for its occurrences/exceptions
+            recurring = item.item_type in ("Occurrence", "Exception")
             out.append(f"<t:IsRecurring>{str(recurring).lower()}</t:IsRecurring>")
         if want("calendar:CalendarItemType"):
             out.append(f"<t:CalendarItemType>{item.item_type}</t:CalendarItemType>")
+        out.extend(meeting_xml(item, want))
+        if want("calendar:TimeZone") and item.zone_on_wire != "none":
+            name = display_name(item.timezone, item.timezone_rules, item.timezone_name)
+            out.append(f"<t:TimeZone>{escape(name)}</t:TimeZone>")
+        if want("calendar:AppointmentState"):
+            out.append(f"<t:AppointmentState>{appointment_state(item)}</t:AppointmentState>")
         if want("calendar:Recurrence") and item.recurrence:
             out.append(recurrence_xml.render(item.recurrence))
-        zone = escape(item.timezone)
-        if self.dialect == "Exchange2007_SP1":
+        if item.item_type == "RecurringMaster":
+            out.extend(self._occurrence_info(item, want))
+        if item.zone_on_wire != "full":
+            pass  # Exchange 2019 omits StartTimeZone in some answers
+        elif self.dialect == "Exchange2007_SP1":
             if want("calendar:MeetingTimeZone"):
-                out.append(f'<t:MeetingTimeZone TimeZoneName="{zone}"/>')
+                out.append(f'<t:MeetingTimeZone TimeZoneName="{escape(item.timezone)}"/>')
         else:
-            if want("calendar:StartTimeZone"):
-                out.append(f'<t:StartTimeZone Id="{zone}" Name="{zone}"/>')
-            if want("calendar:EndTimeZone"):
-                out.append(f'<t:EndTimeZone Id="{zone}" Name="{zone}"/>')
+            year = item.start.astimezone(zone_of(item.timezone, item.timezone_rules)).year
+            for tag in ("StartTimeZone", "EndTimeZone"):
+                if want(f"calendar:{tag}"):
+                    out.append(
+                        definition_xml(
+                            tag, item.timezone, item.timezone_rules, year, item.timezone_name
+                        )
+                    )
         return f"<t:CalendarItem>{''.join(out)}</t:CalendarItem>"
 
 

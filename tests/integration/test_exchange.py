@@ -19,7 +19,8 @@ RECORD_KEYS = {
     "item_id", "change_key", "item_type", "uid", "recurrence_id", "master_item_id", "subject",
     "location", "body", "body_type", "start", "end", "is_all_day", "start_date", "end_date",
     "timezone_windows", "timezone_iana", "sensitivity", "reminder_is_set", "reminder_minutes",
-    "legacy_free_busy", "categories", "last_modified", "is_recurring",
+    "legacy_free_busy", "categories", "last_modified", "is_recurring", "is_cancelled",
+    "my_response", "organizer",
 }  # fmt: skip
 
 

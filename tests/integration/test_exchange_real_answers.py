@@ -4,7 +4,7 @@ deleted occurrences, throttling in its three forms, zones the wire defines, meet
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 from lxml import etree
@@ -164,3 +164,70 @@ def test_the_throttled_answers_are_schema_valid(operation):
     # the check can fail: a misspelt element is reported
     broken = etree.tostring(response).decode().replace("ResponseCode>", "ResponseCod>", 2)
     assert list(schema.iter_errors(broken))
+
+
+# --- all-day dates from what the wire carries --------------------------------------------------
+
+ALL_DAY_CASES = [
+    # subject, start, end (UTC), zone fields of the item, expected dates (inclusive), IANA zone
+    (
+        "Thanksgiving (imported, custom zone with US Eastern rules)",
+        utc(2026, 11, 26, 5), utc(2026, 11, 27, 5),
+        {"timezone": "Customized Time Zone", "timezone_rules": "America/New_York"},
+        (date(2026, 11, 26), date(2026, 11, 26)), None,
+    ),
+    (
+        "Tokyo fair (no zone on the wire)",
+        utc(2026, 11, 25, 15), utc(2026, 11, 27, 15),
+        {"timezone": "Tokyo Standard Time", "zone_on_wire": "none"},
+        (date(2026, 11, 26), date(2026, 11, 27)), None,
+    ),
+    (
+        "Sydney holiday (only the display name on the wire)",
+        utc(2026, 12, 24, 13), utc(2026, 12, 25, 13),
+        {"timezone": "AUS Eastern Standard Time", "zone_on_wire": "name"},
+        (date(2026, 12, 25), date(2026, 12, 25)), "Australia/Sydney",
+    ),
+    (
+        "Calgary training (a zone CLDR added after exchangelib's copy)",
+        utc(2026, 11, 30, 7), utc(2026, 12, 2, 7),
+        {"timezone": "Alberta Standard Time"},
+        (date(2026, 11, 30), date(2026, 12, 1)), "America/Edmonton",
+    ),
+    (
+        "Berlin week across nothing special",
+        utc(2026, 11, 22, 23), utc(2026, 11, 27, 23),
+        {"timezone": "W. Europe Standard Time"},
+        (date(2026, 11, 23), date(2026, 11, 27)), "Europe/Berlin",
+    ),
+    (
+        "Auckland day (custom id, Windows display name)",
+        utc(2026, 12, 1, 11), utc(2026, 12, 2, 11),
+        {"timezone": "Customized Time Zone", "timezone_rules": "Pacific/Auckland",
+         "timezone_name": "(UTC+12:00) Auckland, Wellington"},
+        (date(2026, 12, 2), date(2026, 12, 2)), "Pacific/Auckland",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("connection_zone", ["America/Los_Angeles", "Asia/Tokyo", "Europe/Berlin"])
+def test_all_day_dates_are_the_items_own_whatever_the_connections_zone(sim, connection_zone):
+    mailbox = sim.mailbox("alice@example.com")
+    ids = {
+        mailbox.create(subject=subject, start=start, end=end, is_all_day=True, **zone): case
+        for case in ALL_DAY_CASES
+        for subject, start, end, zone, *_ in [case]
+    }
+    calendar = open_calendar(settings_for(sim, exchange_timezone=connection_zone))
+    records, missing = calendar.fetch(list(ids))
+    assert missing == []
+    for record in records:
+        subject, start, end, _, dates, iana = ids[record["item_id"]]
+        assert (record["start_date"], record["end_date"]) == dates, subject
+        assert (record["start"], record["end"]) == (start, end), subject  # as Exchange sent them
+        assert record["timezone_iana"] == iana, subject
+    # the cheap listing dates them the same way
+    index = calendar.read_index(utc(2026, 11, 20), utc(2026, 12, 31))
+    assert {e["item_id"]: (e["start"], e["end"]) for e in index} == {
+        item_id: (case[1], case[2]) for item_id, case in ids.items()
+    }

@@ -16,6 +16,7 @@ Record dicts returned by ``fetch`` (the pipeline depends on exactly these keys):
 | reminder_is_set, reminder_minutes | |
 | legacy_free_busy | 'Free', 'Tentative', 'Busy', 'OOF', 'WorkingElsewhere' or 'NoData' |
 | categories, last_modified, is_recurring | |
+| is_cancelled, my_response, organizer | a meeting's cancellation (IsCancelled), the owner's answer (MyResponseType: 'Organizer', 'Accept', 'Tentative', 'Decline', 'NoResponseReceived', 'Unknown'; None for plain appointments on some servers) and the organizer's address (None: not a meeting) |
 | stamp | the app appointment id push stamped on the item when it created it (``AppointmentWrite.stamp``), else None |
 
 The write side (push) is below the protocol: backend-neutral records in, one ``WriteResult`` per

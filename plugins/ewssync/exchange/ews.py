@@ -33,10 +33,12 @@ from ewssync.exchange.ews_patches import (
     RetryPolicy,
     drop_stale_protocol,
     dropped_nul_characters,
+    instants_of,
     reset_dropped_nul_characters,
     reset_view_pages,
     tune_protocol,
     view_pages,
+    zone_from_display,
     zone_is_known,
 )
 from ewssync.exchange.redact import SECRET_FILTER, install_secret_filter
@@ -54,9 +56,10 @@ MIN_SPLIT = timedelta(hours=1)
 FETCH_FIELDS = (
     "subject", "location", "body", "uid", "recurrence_id", "type", "start", "end", "is_all_day",
     "sensitivity", "reminder_is_set", "reminder_minutes_before_start", "legacy_free_busy_status",
-    "categories", "last_modified_time", "is_recurring",
+    "categories", "last_modified_time", "is_recurring", "ewssync_zone_name", "is_cancelled",
+    "my_response_type", "organizer",
 )  # fmt: skip
-INDEX_FIELDS = ("id", "changekey", "type", "start", "end", "is_all_day")
+INDEX_FIELDS = ("id", "changekey", "type", "start", "end", "is_all_day", "ewssync_zone_name")
 SYNC_FIELDS = ("id", "changekey", "type")
 
 # What GetItem / DeleteItem answer for an item that is no longer there: a deleted item, or an
@@ -595,14 +598,22 @@ class EwsCalendar:
         name = "_meeting_timezone" if self._meeting_zone() else "_start_timezone"
         return getattr(item, name, None)
 
+    def _zone_iana(self, item) -> str | None:
+        """The item's IANA zone: the one its id names, else the one its display name names."""
+        zone = self._item_zone(item)
+        return zone.key if zone_is_known(zone) else zone_from_display(item)
+
     def _local_zone(self, item) -> ZoneInfo:
         """The zone all-day dates are in: the item's, else the connection's."""
-        zone = self._item_zone(item)
-        return ZoneInfo(zone.key if zone_is_known(zone) else self.settings.exchange_timezone)
+        return ZoneInfo(self._zone_iana(item) or self.settings.exchange_timezone)
 
     def _instants(self, item) -> tuple[datetime, datetime]:
-        """UTC start and end; all-day dates become local midnights in the item's zone."""
+        """UTC start and end; for all-day items the instants Exchange sent (local midnights in
+        the item's own zone), else the dates' midnights in the item's zone."""
         start, end = item.start, item.end
+        sent = instants_of(item)
+        if sent is not None:
+            return _utc(sent[0]), _utc(sent[1])
         if isinstance(start, date) and not isinstance(start, datetime):
             tz = self._local_zone(item)
             end_date = end if end is not None else start  # exchangelib made it inclusive
@@ -618,7 +629,9 @@ class EwsCalendar:
         start_utc, end_utc = self._instants(item)
         all_day = bool(item.is_all_day)
         start_date = end_date = None
-        if all_day:
+        if all_day and instants_of(item) is not None:  # dated from the wire (ews_patches)
+            start_date, end_date = _plain_date(item.start), _plain_date(item.end)
+        elif all_day:
             tz = self._local_zone(item)
             start_date = start_utc.astimezone(tz).date()
             end_date = (end_utc.astimezone(tz) - timedelta(days=1)).date()
@@ -639,8 +652,8 @@ class EwsCalendar:
             "is_all_day": all_day,
             "start_date": start_date,
             "end_date": end_date,
-            "timezone_windows": zone.ms_id if zone is not None else None,
-            "timezone_iana": zone.key if zone_is_known(zone) else None,
+            "timezone_windows": zone.ms_id if zone is not None else item.ewssync_zone_name,
+            "timezone_iana": self._zone_iana(item),
             "sensitivity": item.sensitivity or "Normal",
             "reminder_is_set": bool(item.reminder_is_set),
             "reminder_minutes": item.reminder_minutes_before_start
@@ -650,6 +663,9 @@ class EwsCalendar:
             "categories": list(item.categories or []),
             "last_modified": _utc(item.last_modified_time),
             "is_recurring": bool(item.is_recurring),
+            "is_cancelled": bool(item.is_cancelled),
+            "my_response": item.my_response_type,
+            "organizer": item.organizer.email_address if item.organizer is not None else None,
         }
 
 

@@ -6,22 +6,24 @@ Installed once on import; only the EWS backend imports this module.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import requests
 from exchangelib import CalendarItem, Configuration, EWSTimeZone, FaultTolerance
 from exchangelib import errors as ews_errors
-from exchangelib.fields import TimeZoneField
+from exchangelib.fields import CharField, TimeZoneField
 from exchangelib.protocol import BaseProtocol, Protocol
 from exchangelib.services.common import EWSService
 from exchangelib.util import TNS, create_element
 
-from ewssync.timezones import windows_to_iana
+from ewssync.timezones import all_day_dates, display_name_offset, windows_to_iana
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,12 @@ class ServerZoneField(TimeZoneField):
             return self.default
         raw = field_elem.get("Id") or field_elem.get("TimeZoneName") or field_elem.get("Name")
         fallback = account.default_timezone.key if account is not None else "UTC"
-        return server_zone(raw, fallback)
+        periods = [
+            offset
+            for period in field_elem.iterfind(f"{{{TNS}}}Periods/{{{TNS}}}Period")
+            if (offset := _bias_offset(period.get("Bias"))) is not None
+        ]
+        return server_zone(raw, fallback, display=field_elem.get("Name"), periods=periods)
 
     def to_xml(self, value, version):
         if self.meeting:  # Exchange 2007's TimeZoneType
@@ -62,15 +69,34 @@ class ServerZoneField(TimeZoneField):
         return super().to_xml(value, version)
 
 
-def server_zone(raw: str | None, fallback: str) -> EWSTimeZone | None:
-    """A zone for the name the server sent: IANA if known, else ``fallback`` marked unknown."""
+_DURATION = re.compile(r"^(-)?P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
+
+
+def _bias_offset(bias: str | None) -> timedelta | None:
+    """The UTC offset of a zone definition's Period: its Bias (xs:duration, UTC minus local)
+    negated. "-PT60M" -> +1 h."""
+    match = _DURATION.match((bias or "").strip())
+    if not match or not any(match.groups()[1:]):
+        return None
+    days, hours, minutes, seconds = (float(g or 0) for g in match.groups()[1:])
+    bias_delta = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    return bias_delta if match.group(1) else -bias_delta
+
+
+def server_zone(
+    raw: str | None, fallback: str, display: str | None = None, periods: list | None = None
+) -> EWSTimeZone | None:
+    """A zone for what the server sent: IANA if its id or else its display name is known, else
+    ``fallback`` marked unknown. Keeps the display name and the definition's period offsets
+    (``ewssync_periods``), which date all-day items when the name says nothing."""
     if not raw:
         return None
-    iana = windows_to_iana(raw)
+    iana = windows_to_iana(raw) or (windows_to_iana(display) if display != raw else None)
     zone = EWSTimeZone.no_cache(iana or fallback)  # a private instance: ms_id is ours to set
     zone.ms_id = raw
-    zone.ms_name = ""
+    zone.ms_name = display or ""
     zone.ewssync_known = iana is not None
+    zone.ewssync_periods = list(periods or [])
     return zone
 
 
@@ -101,19 +127,67 @@ def _calendar_item_from_xml(cls, elem, account):
     item = super(CalendarItem, cls).from_xml(elem=elem, account=account)
     if not item.is_all_day:
         return item
-    zone = next(
-        (z for z in (item._start_timezone, item._meeting_timezone) if zone_is_known(z)),
-        account.default_timezone if account is not None else EWSTimeZone("UTC"),
+    if not isinstance(item.start, datetime) or not isinstance(item.end, datetime):
+        return item
+    # plain datetimes: EWSDateTime's arithmetic insists on EWSTimeZone
+    start, end = (datetime.fromtimestamp(v.timestamp(), UTC) for v in (item.start, item.end))
+    # All-day dates from what the wire carries, never from the host's or the connection's zone
+    # alone (see timezones.all_day_dates): the named zone, the definition's periods, the display
+    # name (<t:TimeZone> or the zone's Name), and the fact that the item starts at local midnight.
+    default = account.default_timezone if account is not None else EWSTimeZone("UTC")
+    zones = [z for z in (item._start_timezone, item._meeting_timezone) if z is not None]
+    display_names = [item.ewssync_zone_name, *(z.ms_name for z in zones)]
+    display_zone = next(
+        (iana for name in display_names if name and (iana := windows_to_iana(name))), None
     )
-    for name in ("start", "end"):
-        value = getattr(item, name)
-        if isinstance(value, datetime):
-            if name == "end":  # exchangelib's convention: the end date is inclusive
-                value -= timedelta(days=1)
-            setattr(item, name, value.astimezone(zone).date())
+
+    def offsets(instant: datetime) -> list[timedelta]:
+        found = [ZoneInfo(z.key).utcoffset(instant) for z in zones if zone_is_known(z)]
+        if display_zone:
+            found.append(ZoneInfo(display_zone).utcoffset(instant))
+        for zone in zones:
+            found.extend(getattr(zone, "ewssync_periods", []))
+        shown = [o for name in display_names if (o := display_name_offset(name)) is not None]
+        return found + shown + [o + timedelta(hours=1) for o in shown]
+
+    first, last = all_day_dates(
+        start, end, offsets(start), offsets(end), preferred=default.utcoffset(start)
+    )
+    # the instants as Exchange sent them: ews.EwsCalendar reads them instead of recomputing
+    object.__setattr__(item, "_ewssync_instants", (start, end))
+    object.__setattr__(item, "_ewssync_display_zone", display_zone)
+    item.start, item.end = first, last  # exchangelib's convention: the end date is inclusive
     return item
 
 
+def instants_of(item) -> tuple[datetime, datetime] | None:
+    """The UTC start and end Exchange sent for an all-day item (None for other items)."""
+    return getattr(item, "_ewssync_instants", None)
+
+
+def zone_from_display(item) -> str | None:
+    """The IANA zone an item's display name (<t:TimeZone>, or its zone's Name) names."""
+    cached = getattr(item, "_ewssync_display_zone", None)
+    if cached:
+        return cached
+    zones = [z for z in (item._start_timezone, item._meeting_timezone) if z is not None]
+    for name in (item.ewssync_zone_name, *(z.ms_name for z in zones)):
+        if name and (iana := windows_to_iana(name)):
+            return iana
+    return None
+
+
+def _install_zone_name_field() -> None:
+    # <t:TimeZone>: the zone's display name, which Exchange sends even where it omits
+    # StartTimeZone (Exchange 2019 in some shapes); exchangelib has no field for it.
+    if "ewssync_zone_name" not in CalendarItem.FIELDS._dict:
+        CalendarItem.add_field(
+            CharField("ewssync_zone_name", field_uri="calendar:TimeZone", is_read_only=True),
+            insert_after="duration",
+        )
+
+
+_install_zone_name_field()
 _install_zone_fields()
 
 # --- response parsing speed ------------------------------------------------------------------------
