@@ -204,6 +204,10 @@ class Mailbox:
                 timezone=timezone,
                 **fields,
             )
+            if item.recurrence and not item.recurrence.get("start"):
+                # as Exchange stores it: the range starts on the first occurrence's local date
+                local = item.start.astimezone(zone_of(item.timezone, item.timezone_rules))
+                item.recurrence = {**item.recurrence, "start": local.date()}
             self.store[item.item_id] = item
             self._touch(item)
             return item.item_id

@@ -231,3 +231,57 @@ def test_all_day_dates_are_the_items_own_whatever_the_connections_zone(sim, conn
     assert {e["item_id"]: (e["start"], e["end"]) for e in index} == {
         item_id: (case[1], case[2]) for item_id, case in ids.items()
     }
+
+
+# --- the simulator's masters and meetings, as exchangelib reads them -----------------------------
+
+
+def test_a_master_names_its_first_last_modified_and_deleted_occurrences(sim):
+    mailbox = sim.mailbox("alice@example.com")
+    master_id = weekly_series(mailbox, count=5)
+    mailbox.modify_occurrence(master_id, utc(2026, 5, 11, 7), subject="moved", start=utc(2026, 5, 12, 7), end=utc(2026, 5, 12, 8))  # fmt: skip
+    mailbox.delete_occurrence(master_id, utc(2026, 5, 18, 7))
+    calendar = open_calendar(settings_for(sim))
+    (master,) = calendar.account.fetch([(master_id, None)], folder=calendar.calendar)
+    assert master.type == "RecurringMaster"
+    assert master.is_recurring is False  # as Exchange answers for a master
+    assert master.first_occurrence.start == utc(2026, 5, 4, 7)
+    assert master.last_occurrence.start == utc(2026, 6, 1, 7)
+    (modified,) = master.modified_occurrences
+    assert (modified.original_start, modified.start) == (utc(2026, 5, 11, 7), utc(2026, 5, 12, 7))
+    assert [d.start for d in master.deleted_occurrences] == [utc(2026, 5, 18, 7)]
+    never_ending = mailbox.create(
+        subject="Daily", start=utc(2026, 5, 4, 6), end=utc(2026, 5, 4, 7),
+        recurrence={"pattern": "daily", "interval": 1},
+    )  # fmt: skip
+    (daily,) = calendar.account.fetch([(never_ending, None)], folder=calendar.calendar)
+    assert daily.first_occurrence is not None and daily.last_occurrence is None
+
+
+def test_a_meeting_carries_organizer_attendees_response_and_state(sim):
+    mailbox = sim.mailbox("alice@example.com")
+    item_id = mailbox.create(
+        subject="Site meeting", start=utc(2026, 5, 5, 9), end=utc(2026, 5, 5, 10),
+        organizer="boss@example.com", organizer_name="Boss", my_response="Tentative",
+        is_cancelled=True,
+        attendees=[
+            {"email": "alice@example.com", "name": "Alice", "response": "Tentative"},
+            {"email": "bob@example.com", "name": "Bob", "response": "Accept", "optional": True},
+        ],
+    )  # fmt: skip
+    plain = mailbox.create(subject="Dentist", start=utc(2026, 5, 6, 9), end=utc(2026, 5, 6, 10))
+    calendar = open_calendar(settings_for(sim))
+    meeting, appointment = calendar.account.fetch(
+        [(item_id, None), (plain, None)], folder=calendar.calendar
+    )
+    assert meeting.is_meeting is True and meeting.is_cancelled is True
+    assert meeting.my_response_type == "Tentative"
+    assert meeting.organizer.email_address == "boss@example.com"
+    assert [a.mailbox.email_address for a in meeting.required_attendees] == ["alice@example.com"]
+    assert [a.response_type for a in meeting.optional_attendees] == ["Accept"]
+    assert set(meeting.appointment_state) == {"Meeting", "Received", "Canceled"}
+    assert appointment.is_meeting is False and appointment.organizer is None
+    records, _ = calendar.fetch([item_id])
+    assert (records[0]["organizer"], records[0]["my_response"], records[0]["is_cancelled"]) == (
+        "boss@example.com", "Tentative", True,
+    )  # fmt: skip
