@@ -221,11 +221,12 @@ def all_day_dates(
     """
     start = start.astimezone(UTC)
     end = end.astimezone(UTC)
-    start_date = (start + _midnight_offset(start, start_offsets, preferred)).date()
-    if end <= start:
-        return start_date, start_date
-    end_date = (end + _midnight_offset(end, end_offsets, preferred)).date() - timedelta(days=1)
-    return start_date, max(end_date, start_date)
+    start_offset = _midnight_offset(start, start_offsets, preferred)
+    end_offset = _midnight_offset(end, end_offsets, preferred) if end > start else start_offset
+    start_date = (start + start_offset).date()
+    # not repaired here: a zero-length item ends the day before it starts, for the load step's
+    # checks to repair and name
+    return start_date, (end + end_offset).date() - timedelta(days=1)
 
 
 def display_name_offset(name: str | None) -> timedelta | None:
