@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 export EWSSYNC_SQL_DIR := $(CURDIR)/include/sql
 
-.PHONY: help venv test test-fast lint format demo bench up down clean
+.PHONY: help venv test test-fast lint format demo bench bench-stack up down clean
 
 help:
 	@echo "make demo   - set up, start the Exchange simulator, run a real sync into local Postgres"
@@ -47,8 +47,11 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+bench-stack: $(STAMP)
+	$(BIN)/python -m bench.stack_scale
+
 up: $(STAMP)
-	$(BIN)/python -m tools.stack up --dir .up
+	$(BIN)/python -m tools.stack up --dir .up $(if $(DEMO),--demo)
 
 down: $(STAMP)
 	$(BIN)/python -m tools.stack down --dir .up

@@ -252,6 +252,13 @@ def main() -> None:
         command = " ".join(
             f"{k}={os.environ[k]}" for k in sorted(os.environ) if k.startswith("EWSSYNC_BENCH_")
         )
+        # `make bench-stack` writes its own section (between markers); keep it.
+        previous = Path(out).read_text() if Path(out).exists() else ""
+        kept = ""
+        if "<!-- stack-scale:start -->" in previous and "<!-- stack-scale:end -->" in previous:
+            start = previous.index("<!-- stack-scale:start -->")
+            end = previous.index("<!-- stack-scale:end -->") + len("<!-- stack-scale:end -->")
+            kept = "\n" + previous[start:end] + "\n"
         Path(out).write_text(
             "# Benchmarks\n\n"
             f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine}, PostgreSQL local, "
@@ -269,7 +276,7 @@ def main() -> None:
             "row) is measured on a sample and scaled linearly to the mailbox: running it in full "
             "would take minutes per run.\n\n"
             f"<details><summary>raw figures</summary>\n\n```json\n"
-            f"{json.dumps(figures, indent=1, default=str)}\n```\n</details>\n"
+            f"{json.dumps(figures, indent=1, default=str)}\n```\n</details>\n{kept}"
         )
         print(f"wrote {out}")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -26,6 +25,12 @@ SERVER_DSN = os.environ.get(
 DEMO_DB = os.environ.get("EWSSYNC_DEMO_DB", "ewssync_demo")
 CONN_ID = "ews_demo"
 MAILBOX, PASSWORD = "demo@example.com", "Demo-Kalender-2026"  # not a word logs contain
+DEMO_EXTRA = {
+    "app_user": "demo",
+    "exchange_timezone": "Europe/Berlin",
+    "weeks_back": 6,
+    "weeks_ahead": 12,
+}
 
 
 def say(message: str) -> None:
@@ -91,12 +96,7 @@ def airflow_env(url: str, dsn: str) -> dict[str, str]:
         "host": url,
         "login": MAILBOX,
         "password": PASSWORD,
-        "extra": {
-            "app_user": "demo",
-            "exchange_timezone": "Europe/Berlin",
-            "weeks_back": 6,
-            "weeks_ahead": 12,
-        },
+        "extra": DEMO_EXTRA,
     }
     env = dict(os.environ)
     env.update(
@@ -167,21 +167,12 @@ def main() -> None:
     finally:
         simulator.terminate()
         simulator.wait(timeout=10)
-    ui_url = "http://127.0.0.1:8765/EWS/Exchange.asmx"
-    env_file = STATE / "env.sh"
-    keep = ("AIRFLOW_HOME", "AIRFLOW__", "AIRFLOW_CONN_", "EWSSYNC_")
-    lines = [
-        f"export {key}={shlex.quote(value)}"
-        for key, value in sorted(airflow_env(ui_url, dsn).items())
-        if key.startswith(keep)
-    ]
-    env_file.write_text("\n".join(lines) + "\n")
     print(
-        "\nTo browse the same setup in the Airflow UI:\n"
-        f"  source .venv/bin/activate && source {env_file.relative_to(REPO)}\n"
-        "  python -m tests.ewssim --port 8765 --seed tests/ewssim/fixtures/realistic.json "
-        f"--user {MAILBOX} --password {PASSWORD} --shift-to-today &\n"
-        "  airflow standalone     # UI at http://localhost:8080, DAG ewssync__ews_demo"
+        "\nTo browse the same setup in the Airflow UI (a real Airflow with a Celery worker on "
+        "free ports, using this demo's calendar database, the same simulator mailbox and the "
+        f"connection {CONN_ID}):\n"
+        "  make up DEMO=1      # prints the UI's URL, user and password; writes .up/env.sh\n"
+        "  make down           # stops it (the demo's calendar database is kept)"
     )
 
 

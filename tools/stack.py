@@ -8,6 +8,8 @@ test sessions): each picks free ports when it starts and has its own AIRFLOW_HOM
 and calendar database names, Redis DB index, Redis key prefix, Celery queue and worker name.
 
     python -m tools.stack up [--dir .up]     # start; writes <dir>/env.sh and <dir>/state.json
+    python -m tools.stack up --demo          # the same, on `make demo`'s calendar database,
+                                             # with its mailbox and the connection ews_demo
     python -m tools.stack down [--dir .up]   # stop every process, drop the databases and keys
     python -m tools.stack status [--dir .up]
 
@@ -80,6 +82,8 @@ class Stack:
     worker_concurrency: int = 4
     overrides: dict[str, str] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
+    # `make up DEMO=1`: the calendar database of `make demo`, used as it is and never dropped
+    external_calendar_db: str | None = None
 
     # --- names -----------------------------------------------------------------------------
 
@@ -93,7 +97,7 @@ class Stack:
 
     @property
     def calendar_db(self) -> str:
-        return f"{self.name}_calendar"
+        return self.external_calendar_db or f"{self.name}_calendar"
 
     @property
     def queue(self) -> str:
@@ -307,9 +311,14 @@ class Stack:
 
     def _create_databases(self) -> None:
         with contextlib.closing(self._admin()) as admin, admin.cursor() as cur:
-            for name in (self.metadata_db, self.calendar_db):
+            for name in self._own_databases():
                 cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
                 cur.execute(f'CREATE DATABASE "{name}"')
+
+    def _own_databases(self) -> tuple[str, ...]:
+        if self.external_calendar_db:
+            return (self.metadata_db,)
+        return (self.metadata_db, self.calendar_db)
 
     def _write_passwords(self) -> None:
         path = self.home / "passwords.json"
@@ -445,7 +454,7 @@ class Stack:
 
         try:
             with contextlib.closing(self._admin()) as admin, admin.cursor() as cur:
-                for name in (self.metadata_db, self.calendar_db):
+                for name in self._own_databases():
                     cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         except psycopg2.Error as exc:
             say(f"could not drop the databases of {self.name}: {exc}")
@@ -458,21 +467,39 @@ class Stack:
                 client.delete(*keys[start : start + 500])
 
 
-def up(folder: Path) -> Stack:
+def up(folder: Path, *, demo: bool = False) -> Stack:
     if (folder / "state.json").exists():
         previous = Stack.load(folder)
         if any(previous.alive().values()):
             sys.exit(f"a stack is already running from {folder} (make down first)")
         previous.stop()
-    stack = Stack.create(folder)
+    if demo:
+        from tools import demo as demo_tool
+
+        stack = Stack.create(folder, server_dsn=demo_tool.SERVER_DSN)
+        stack.external_calendar_db = demo_tool.DEMO_DB
+        # the demo's mailbox: same fixture (same item ids and UIDs), same password
+        stack.secrets_["sim_password"] = demo_tool.PASSWORD
+    else:
+        stack = Stack.create(folder)
     stack.start()
     (folder / "env.sh").write_text(stack.shell_exports())
+    if demo:
+        add_demo_connection(stack)
     print(
         f"\nAirflow UI and REST API: {stack.api_url}  (user {ADMIN_USER}, "
         f"password {stack.admin_password})\n"
         f"Exchange simulator:     {stack.sim_url}  (mailbox {SIM_MAILBOX}, "
         f"password {stack.sim_password})\n"
-        f"Logs:                   {stack.home / 'logs'}\n\n"
+        f"Logs:                   {stack.home / 'logs'}\n"
+    )
+    if demo:
+        print(
+            "The connection ews_demo is saved; its DAG ewssync__ews_demo syncs into make demo's "
+            "calendar database (unpause it, or trigger it). Stop everything: make down"
+        )
+        return stack
+    print(
         "Add a mailbox from another terminal:\n"
         f"  . {os.path.relpath(folder / 'env.sh')}\n"
         '  airflow connections add ews_demo --conn-type ews --conn-host "$EWSSYNC_UP_SIM_URL" \\\n'
@@ -481,6 +508,37 @@ def up(folder: Path) -> Stack:
         "Its DAG ewssync__ews_demo appears within a minute. Stop everything: make down"
     )
     return stack
+
+
+def add_demo_connection(stack: Stack) -> None:
+    """The demo's connection, through the REST API as the UI would save it."""
+    import httpx
+
+    from tools import demo as demo_tool
+
+    with httpx.Client(base_url=stack.api_url, timeout=60) as client:
+        token = client.post(
+            "/auth/token", json={"username": ADMIN_USER, "password": stack.admin_password}
+        ).json()["access_token"]
+        answer = client.post(
+            "/api/v2/connections",
+            headers={"Authorization": f"Bearer {token}"},
+            json={
+                "connection_id": demo_tool.CONN_ID,
+                "conn_type": "ews",
+                "description": "Demo technician's mailbox (simulator)",
+                "host": stack.sim_url,
+                "login": demo_tool.MAILBOX,
+                "password": demo_tool.PASSWORD,
+                "extra": json.dumps(demo_tool.DEMO_EXTRA),
+            },
+        )
+        answer.raise_for_status()
+    say(
+        f"connection {demo_tool.CONN_ID} added (calendar database {demo_tool.DEMO_DB} of make "
+        f"demo); its DAG ewssync__{demo_tool.CONN_ID} appears within a minute: unpause and trigger "
+        "it in the UI"
+    )
 
 
 def down(folder: Path) -> None:
@@ -497,10 +555,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    parser.add_argument(
+        "--demo", action="store_true", help="use make demo's calendar database and connection"
+    )
     args = parser.parse_args(argv)
     folder = args.dir.resolve()
     if args.command == "up":
-        up(folder)
+        up(folder, demo=args.demo)
     elif args.command == "down":
         down(folder)
     else:
