@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from datetime import UTC, date, datetime, time, timedelta
 from time import sleep
@@ -152,6 +153,14 @@ def explain(exc: BaseException, settings: SyncSettings, method: str | None = Non
         return f"the connection to {server} failed ({short}): try again; check 'Server'"
     if caught(ews_errors.ErrorTimeoutExpired):
         return f"{server} did not answer in time ({short})"
+    if caught(ews_errors.MalformedResponseError):
+        # e.g. a web server that refuses POST (HTTP 405) or a login page: no SOAP at all
+        status = re.search(r"Code: (\d{3})", text)
+        what = f"HTTP {status.group(1)}" if status else "no SOAP answer"
+        return (
+            f"this URL does not answer like an EWS endpoint ({what} from {server}): check "
+            "'Server'; EWS is usually https://<mail server>/EWS/Exchange.asmx"
+        )
     return f"{type(exc).__name__}: {short}"
 
 
