@@ -1,9 +1,14 @@
 """`make bench`: speed and scale, each figure beside a naive baseline measured in the same run.
 
 Environment: EWSSYNC_BENCH_ITEMS (default 10000), EWSSYNC_BENCH_SERIES (300),
-EWSSYNC_BENCH_LATENCY (seconds per EWS request, default 0.02), EWSSYNC_BENCH_CONNECTIONS (500),
-EWSSYNC_BENCH_MERGE_ROWS (100000), EWSSYNC_BENCH_BASELINE_SAMPLE (200),
-EWSSYNC_BENCH_OUT (BENCHMARKS.md; "-" for none).
+EWSSYNC_BENCH_LATENCIES (seconds per EWS request, comma-separated, default "0.02,0.1"),
+EWSSYNC_BENCH_CONCURRENCY (the connection's concurrency setting; default: the setting's default),
+EWSSYNC_BENCH_SCALE_ITEMS (the peak-memory mailbox, default 50000; 0 skips it),
+EWSSYNC_BENCH_CONNECTIONS (500), EWSSYNC_BENCH_MERGE_ROWS (100000),
+EWSSYNC_BENCH_BASELINE_SAMPLE (200), EWSSYNC_BENCH_OUT (BENCHMARKS.md; "-" for none).
+
+A quick profile for iterating: EWSSYNC_BENCH_ITEMS=2000 EWSSYNC_BENCH_SCALE_ITEMS=0
+EWSSYNC_BENCH_CONNECTIONS=50 EWSSYNC_BENCH_MERGE_ROWS=10000 EWSSYNC_BENCH_OUT=- make bench
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import psycopg2
 from bench import load as load_bench
 from bench import parse as parse_bench
 from bench import sync as sync_bench
+from bench.simproc import SimulatorProcess
 from ewssync import store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,63 +88,87 @@ class Table:
         return "\n".join([line, sep, *body])
 
 
-def bench_sync(table: Table, items: int, series: int, latency: float, sample: int) -> dict:
-    from tests.ewssim import EwsSimulator
+def bench_sync(
+    table: Table, items: int, series: int, latencies: list[float], sample: int,
+    concurrency: int | None,
+) -> dict:  # fmt: skip
+    """The initial sync at each latency (fresh database each), then at the first latency the
+    no-change run and 100 changes; the naive baseline at each latency."""
     from tests.ewssim.generate import generate_mailbox
 
     anchor = datetime.now(UTC).date()
     fixture = generate_mailbox(n_items=items, n_series=series, anchor=anchor, seed=1)
-    dsn = fresh_database("ewssync_bench_sync")
-    with store.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO calendar.users (login, email) VALUES ('bench', %s)", (sync_bench.MAILBOX,)
-        )
+    series = min(series, items // 10)  # what the generator made
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(fixture, handle, default=str)
         fixture_path = handle.name
-    sim = EwsSimulator(dialect="Exchange2016")
-    sim.add_mailbox(sync_bench.MAILBOX, password=sync_bench.PASSWORD, calendar_access=True)
-    sim.load_fixture(fixture_path, default_mailbox=sync_bench.MAILBOX)
-    sim.start()
-    figures: dict = {"items": items, "series": series, "latency": latency}
+    sim = SimulatorProcess(sync_bench.MAILBOX, sync_bench.PASSWORD, fixture_path)
+    figures: dict = {"items": items, "series": series, "concurrency": concurrency, "runs": {}}
     try:
-        sim.latency = latency
-        now = datetime.now(UTC)
-        spec = {
-            "dsn": dsn,
-            "connection": sync_bench.connection_spec(sim.url, anchor),
-            "now": now.isoformat(),
-            "full": False,
-        }
-        initial = sync_bench.run_sync(sim, spec, "initial")
-        landed = _count(dsn)
-        figures["initial"] = {**initial, "appointments": landed}
-        no_change = sync_bench.run_sync(
-            sim, {**spec, "now": (now + timedelta(minutes=30)).isoformat()}, "nochange"
-        )
-        figures["no_change"] = no_change
-        changed = _change_100(sim, dsn)
-        hundred = sync_bench.run_sync(
-            sim, {**spec, "now": (now + timedelta(minutes=60)).isoformat()}, "hundred"
-        )
-        figures["hundred"] = {**hundred, "changed_exchange": changed}
-        window = (now - timedelta(weeks=8), now + timedelta(weeks=44))
-        naive = sync_bench.naive_initial_sync(sim, sim.url, dsn, window, sample)
-        figures["naive"] = naive
+        for number, latency in enumerate(latencies):
+            sim.set_latency(latency)
+            dsn = fresh_database(f"ewssync_bench_sync{number}")
+            _add_user(dsn)
+            now = datetime.now(UTC)
+            spec = {
+                "dsn": dsn,
+                "connection": sync_bench.connection_spec(sim.url, anchor, concurrency),
+                "now": now.isoformat(),
+                "full": False,
+            }
+            run: dict = {"latency": latency}
+            run["initial"] = {
+                **sync_bench.run_sync(sim, spec, "initial"),
+                "appointments": _count(dsn),
+            }
+            if number == 0:
+                run["no_change"] = sync_bench.run_sync(
+                    sim, {**spec, "now": (now + timedelta(minutes=30)).isoformat()}, "nochange"
+                )
+                changed = sim.edit_singles(100)
+                run["hundred"] = {
+                    **sync_bench.run_sync(
+                        sim, {**spec, "now": (now + timedelta(minutes=60)).isoformat()}, "hundred"
+                    ),
+                    "changed_exchange": changed,
+                }
+            window = (now - timedelta(weeks=8), now + timedelta(weeks=44))
+            run["naive"] = sync_bench.naive_initial_sync(sim, sim.url, dsn, window, sample)
+            figures["runs"][f"{latency * 1000:.0f}ms"] = run
+            _sync_rows(table, run, series, concurrency)
     finally:
         sim.stop()
         os.unlink(fixture_path)
+    return figures
 
+
+def _sync_rows(table: Table, run: dict, series: int, concurrency: int | None) -> None:
+    initial, naive, latency = run["initial"], run["naive"], run["latency"]
+    landed = initial["appointments"]
     naive_total = naive["seconds_per_item"] * landed
+    extract = initial["steps"]["extract"]
     table.add(
-        f"initial sync, {landed} appointments ({series} series), {latency * 1000:.0f} ms/request",
-        "wall time",
+        f"initial sync, {landed} appointments ({series} series), {latency * 1000:.0f} ms/request,"
+        f" concurrency {concurrency or 'default'}",
+        "wall time (4 task processes)",
         f"{initial['wall_seconds']:.1f} s",
         f"{naive_total:.0f} s (extrapolated from {naive['items']})",
         ratio(initial["wall_seconds"], naive_total),
     )
     for step in sync_bench.STEPS:
-        table.add("", f"  {step}", f"{initial['steps'][step]['seconds']:.2f} s")
+        figures = initial["steps"][step]
+        table.add(
+            "", f"  {step}: wall / CPU",
+            f"{figures['seconds']:.2f} s / {figures['cpu_seconds']:.2f} s",
+        )  # fmt: skip
+    table.add(
+        "", "client CPU per 1,000 items (all steps / extract)",
+        f"{initial['cpu_seconds'] / landed * 1000:.2f} s / "
+        f"{extract['cpu_seconds'] / landed * 1000:.2f} s",
+        f"{naive['cpu_seconds_per_item'] * 1000:.2f} s (extract only)",
+        ratio(extract["cpu_seconds"] / landed, naive["cpu_seconds_per_item"]),
+    )  # fmt: skip
+    table.add("", "simulator CPU (its own process)", f"{initial['server_cpu_seconds']:.1f} s")
     table.add(
         "", "EWS requests", str(initial["request_total"]),
         f"{landed + 1} (one GetItem per item)", ratio(initial["request_total"], landed + 1),
@@ -148,19 +178,77 @@ def bench_sync(table: Table, items: int, series: int, latency: float, sample: in
     load_seconds = initial["steps"]["load"]["seconds"]
     table.add("", "rows/s into Postgres (load step)", f"{landed / load_seconds:,.0f}")
     table.add("", "peak RSS of a task process", f"{initial['peak_rss_mb']:.0f} MB")
+    table.add("", "load average (1 min) before / after", _load(initial))
+    if "no_change" in run:
+        no_change, hundred = run["no_change"], run["hundred"]
+        table.add(
+            "no-change run", "EWS requests / wall time (4 task processes)",
+            f"{no_change['request_total']} / {no_change['wall_seconds']:.2f} s",
+        )  # fmt: skip
+        table.add("", "time inside the steps (wall / CPU)", f"{_work(no_change):.2f} s / "
+                  f"{no_change['cpu_seconds']:.2f} s")  # fmt: skip
+        table.add("", "requests by operation", json.dumps(no_change["requests"]))
+        changed = hundred["changed_exchange"]
+        table.add(
+            f"{changed} changed items in Exchange", "EWS requests / wall time",
+            f"{hundred['request_total']} / {hundred['wall_seconds']:.2f} s",
+            f"{changed + 1} requests", ratio(hundred["request_total"], changed + 1),
+        )  # fmt: skip
+        table.add("", "time inside the steps (wall / CPU)", f"{_work(hundred):.2f} s / "
+                  f"{hundred['cpu_seconds']:.2f} s")  # fmt: skip
+
+
+def bench_scale(table: Table, items: int, series: int, latency: float) -> dict:
+    """Peak memory of the initial sync of a big mailbox (each task process's own peak RSS)."""
+    from tests.ewssim.generate import generate_mailbox
+
+    anchor = datetime.now(UTC).date()
+    fixture = generate_mailbox(n_items=items, n_series=series, anchor=anchor, seed=2)
+    series = min(series, items // 10)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(fixture, handle, default=str)
+        fixture_path = handle.name
+    sim = SimulatorProcess(sync_bench.MAILBOX, sync_bench.PASSWORD, fixture_path)
+    try:
+        sim.set_latency(latency)
+        dsn = fresh_database("ewssync_bench_scale")
+        _add_user(dsn)
+        spec = {
+            "dsn": dsn,
+            "connection": sync_bench.connection_spec(sim.url, anchor),
+            "now": datetime.now(UTC).isoformat(),
+            "full": False,
+        }
+        initial = {**sync_bench.run_sync(sim, spec, "scale"), "appointments": _count(dsn)}
+    finally:
+        sim.stop()
+        os.unlink(fixture_path)
+    landed = initial["appointments"]
     table.add(
-        "no-change run", "EWS requests / wall time (4 task processes)",
-        f"{no_change['request_total']} / {no_change['wall_seconds']:.2f} s",
-    )  # fmt: skip
-    table.add("", "time inside the steps", f"{_work(no_change):.2f} s")
-    table.add("", "requests by operation", json.dumps(no_change["requests"]))
+        f"initial sync, {landed} appointments ({series} series), {latency * 1000:.0f} ms/request",
+        "peak RSS per task process",
+        ", ".join(f"{s} {initial['steps'][s]['peak_rss_mb']:.0f} MB" for s in sync_bench.STEPS),
+    )
     table.add(
-        f"{changed} changed items in Exchange", "EWS requests / wall time",
-        f"{hundred['request_total']} / {hundred['wall_seconds']:.2f} s",
-        f"{changed + 1} requests", ratio(hundred["request_total"], changed + 1),
+        "", "wall time / client CPU",
+        f"{initial['wall_seconds']:.1f} s / {initial['cpu_seconds']:.1f} s "
+        f"({initial['cpu_seconds'] / landed * 1000:.2f} s per 1,000 items)",
     )  # fmt: skip
-    table.add("", "time inside the steps", f"{_work(hundred):.2f} s")
-    return figures
+    table.add("", "EWS requests", f"{initial['request_total']} {json.dumps(initial['requests'])}")
+    table.add("", "load average (1 min) before / after", _load(initial))
+    return {"items": items, "series": series, "latency": latency, "initial": initial}
+
+
+def _load(run: dict) -> str:
+    before, after = run["loadavg"]
+    return f"{before[0]:.1f} / {after[0]:.1f}"
+
+
+def _add_user(dsn: str) -> None:
+    with store.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO calendar.users (login, email) VALUES ('bench', %s)", (sync_bench.MAILBOX,)
+        )
 
 
 def _work(run: dict) -> float:
@@ -172,15 +260,6 @@ def _count(dsn: str) -> int:
     with store.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM calendar.live_appointments")
         return cur.fetchone()[0]
-
-
-def _change_100(sim, dsn: str) -> int:
-    """Edit 100 single items in the simulated mailbox as a person would."""
-    mailbox = sim.mailbox(sync_bench.MAILBOX)
-    singles = [item for item in mailbox.items() if not getattr(item, "recurrence", None)][:100]
-    for item in singles:
-        mailbox.update(item.item_id, subject=f"{item.subject} (edited)")
-    return len(singles)
 
 
 def bench_load(table: Table, rows: int, naive_rows: int) -> dict:
@@ -231,23 +310,38 @@ def bench_parse(table: Table, connections: int) -> dict:
 def main() -> None:
     items = env_int("EWSSYNC_BENCH_ITEMS", 10000)
     series = env_int("EWSSYNC_BENCH_SERIES", 300)
-    latency = float(os.environ.get("EWSSYNC_BENCH_LATENCY", "0.02"))
+    latencies = [
+        float(value) for value in os.environ.get("EWSSYNC_BENCH_LATENCIES", "0.02,0.1").split(",")
+    ]
+    concurrency = os.environ.get("EWSSYNC_BENCH_CONCURRENCY")
+    concurrency = int(concurrency) if concurrency else None
+    scale_items = env_int("EWSSYNC_BENCH_SCALE_ITEMS", 50000)
     connections = env_int("EWSSYNC_BENCH_CONNECTIONS", 500)
     merge_rows = env_int("EWSSYNC_BENCH_MERGE_ROWS", 100000)
     sample = env_int("EWSSYNC_BENCH_BASELINE_SAMPLE", 200)
     out = os.environ.get("EWSSYNC_BENCH_OUT", str(REPO / "BENCHMARKS.md"))
 
     started = time.perf_counter()
+    load_at_start = os.getloadavg()
     table = Table()
     figures = {
-        "sync": bench_sync(table, items, series, latency, sample),
+        "sync": bench_sync(table, items, series, latencies, sample, concurrency),
+        "scale": bench_scale(table, scale_items, scale_items * 3 // 100, latencies[0])
+        if scale_items
+        else None,
         "load": bench_load(table, merge_rows, min(merge_rows, 10000)),
         "parse": bench_parse(table, connections),
     }
+    load_at_end = os.getloadavg()
+    figures["loadavg"] = {"start": load_at_start, "end": load_at_end}
     rendered = table.render()
     print(rendered)
     machine = f"{platform.node()} ({os.cpu_count()} cores, {platform.python_version()})"
-    print(f"\n{machine}; total {time.perf_counter() - started:.0f} s")
+    load = (
+        f"load average (1/5/15 min) {'/'.join(f'{v:.1f}' for v in load_at_start)} at the start, "
+        f"{'/'.join(f'{v:.1f}' for v in load_at_end)} at the end"
+    )
+    print(f"\n{machine}; total {time.perf_counter() - started:.0f} s; {load}")
     if out != "-":
         command = " ".join(
             f"{k}={os.environ[k]}" for k in sorted(os.environ) if k.startswith("EWSSYNC_BENCH_")
@@ -262,12 +356,18 @@ def main() -> None:
         Path(out).write_text(
             "# Benchmarks\n\n"
             f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine}, PostgreSQL local, "
-            "the EWS simulator in-process over loopback HTTP.\n\n"
+            "the EWS simulator in its own process over loopback HTTP; "
+            f"{load} (each scenario's own load is in its rows).\n\n"
             f"Command: `{(command + ' ') if command else ''}make bench`\n\n"
             f"{rendered}\n\n"
-            "Targets (issue #6): initial sync of 10,000 at 20 ms under 20 s and 20x the baseline; "
-            "no-change run at most 2 requests and under 1 s; merge at least 20,000 rows/s; "
-            "peak task memory under 500 MB; parsing 500 connections under 2 s.\n\n"
+            "Targets (issue #14): initial sync of 10,000 at 20 ms under 6 s wall, at 100 ms under "
+            "10 s; peak RSS at 50,000 appointments under 500 MB; the no-change DAG run stays at 2 "
+            "requests. Earlier (issue #6): 20x the baseline; merge at least 20,000 rows/s; parsing "
+            "500 connections under 2 s.\n\n"
+            "Wall times depend on the machine's load (shown per scenario as the 1-minute load "
+            "average before and after): on a shared machine compare CPU seconds and request "
+            "counts, which load does not inflate much. The simulator runs in its own process; its "
+            "CPU time is shown apart and is not part of the client's CPU figures.\n\n"
             "The sync scenarios run extract, transform, load and report; a DAG run adds the "
             "check task's one GetFolder (so a no-change DAG run costs 2 requests, as "
             "tests/dags/test_sync_dag.py asserts). Wall times include starting 4 Python "

@@ -1,8 +1,8 @@
 """Sync benchmarks: initial sync, no-change run and 100 changes per side, against the simulator.
 
-The pipeline steps run in child processes, as Airflow tasks do, so each step's wall time and
-peak RSS are its own; the simulator runs in this process, so its request and byte counters
-are read directly.
+The pipeline steps run in child processes, as Airflow tasks do, so each step's wall time, CPU
+time and peak RSS are its own; the simulator runs in a process of its own too
+(bench.simproc), so the client's figures do not include the server's XML writing.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ewssync import pipeline
 from ewssync.settings import SyncSettings
 spec = json.loads(sys.argv[1])
 settings = SyncSettings.from_connection(type("C", (), spec["connection"])())
-started = time.perf_counter()
+started, cpu_started = time.perf_counter(), time.process_time()
 step = spec["step"]
 if step == "extract":
     calendar = pipeline.open_calendar(settings)
@@ -40,16 +40,16 @@ elif step == "load":
     result = pipeline.load(settings, spec["dsn"], spec["run_key"])
 else:
     result = pipeline.report(settings, spec["dsn"], spec["run_key"])
-elapsed = time.perf_counter() - started
+elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
 peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": elapsed, "peak_rss_mb": peak_kb / 1024, "result": result},
+print(json.dumps({"seconds": elapsed, "cpu_seconds": cpu, "peak_rss_mb": peak_kb / 1024, "result": result},
                  default=str))
 """
 
 STEPS = ("extract", "transform", "load", "report")
 
 
-def connection_spec(url: str, anchor: date) -> dict:
+def connection_spec(url: str, anchor: date, concurrency: int | None = None) -> dict:
     return {
         "conn_id": CONN_ID,
         "conn_type": "ews",
@@ -65,6 +65,7 @@ def connection_spec(url: str, anchor: date) -> dict:
                 "exchange_timezone": "Europe/Berlin",
                 "weeks_back": 8,
                 "weeks_ahead": 44,
+                **({"concurrency": concurrency} if concurrency is not None else {}),
             }
         ),
     }
@@ -85,21 +86,28 @@ def run_step(step: str, spec: dict) -> dict:
 
 
 def run_sync(sim, spec: dict, run_key: str) -> dict:
-    """All four steps once; per-step seconds and RSS, EWS requests and bytes of the run."""
+    """All four steps once; per-step seconds, CPU and RSS, EWS requests and bytes of the run,
+    the simulator's CPU time and the machine's load average before and after."""
     sim.reset_counters()
+    server_cpu = sim.counters()["cpu_seconds"]
+    load_before = os.getloadavg()
     steps = {}
     started = time.perf_counter()
     for step in STEPS:
         steps[step] = run_step(step, {**spec, "run_key": run_key})
     wall = time.perf_counter() - started
+    counters = sim.counters()
     return {
         "wall_seconds": wall,
+        "cpu_seconds": sum(s["cpu_seconds"] for s in steps.values()),
         "steps": steps,
-        "requests": dict(sim.request_counts),
-        "request_total": sum(sim.request_counts.values()),
-        "bytes_out": sim.bytes_out,
-        "bytes_in": sim.bytes_in,
+        "requests": counters["requests"],
+        "request_total": sum(counters["requests"].values()),
+        "bytes_out": counters["bytes_out"],
+        "bytes_in": counters["bytes_in"],
+        "server_cpu_seconds": counters["cpu_seconds"] - server_cpu,
         "peak_rss_mb": max(s["peak_rss_mb"] for s in steps.values()),
+        "loadavg": [load_before, os.getloadavg()],
     }
 
 
@@ -121,7 +129,7 @@ def naive_initial_sync(sim, url: str, dsn: str, window: tuple[datetime, datetime
         default_timezone=__import__("exchangelib").EWSTimeZone("Europe/Berlin"),
     )  # fmt: skip
     sim.reset_counters()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     listed = list(
         account.calendar.view(
             start=window[0], end=window[0] + timedelta(days=14), max_items=sample
@@ -138,12 +146,13 @@ def naive_initial_sync(sim, url: str, dsn: str, window: tuple[datetime, datetime
             )
         cur.execute("DELETE FROM ewssync.staging_seen WHERE run_key = 'naive'")
     conn.close()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     return {
         "items": len(listed),
         "seconds": elapsed,
         "seconds_per_item": elapsed / max(len(listed), 1),
-        "requests": sum(sim.request_counts.values()),
+        "cpu_seconds_per_item": cpu / max(len(listed), 1),
+        "requests": sum(sim.counters()["requests"].values()),
     }
 
 

@@ -20,7 +20,8 @@ def test_the_bench_runs_on_a_tiny_mailbox(pg_server, tmp_path):
         "EWSSYNC_TEST_DSN": pg_server,
         "EWSSYNC_BENCH_ITEMS": "60",
         "EWSSYNC_BENCH_SERIES": "3",
-        "EWSSYNC_BENCH_LATENCY": "0",
+        "EWSSYNC_BENCH_LATENCIES": "0,0.001",
+        "EWSSYNC_BENCH_SCALE_ITEMS": "100",
         "EWSSYNC_BENCH_CONNECTIONS": "5",
         "EWSSYNC_BENCH_MERGE_ROWS": "500",
         "EWSSYNC_BENCH_BASELINE_SAMPLE": "5",
@@ -31,7 +32,17 @@ def test_the_bench_runs_on_a_tiny_mailbox(pg_server, tmp_path):
         timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    for scenario in ("initial sync", "no-change run", "changed items", "merge of", "DAG parsing"):
+    for scenario in (
+        "initial sync, 60 appointments (3 series), 0 ms/request",
+        "initial sync, 60 appointments (3 series), 1 ms/request",
+        "client CPU per 1,000 items",
+        "initial sync, 100 appointments (3 series), 0 ms/request",
+        "peak RSS per task process",
+        "no-change run",
+        "changed items",
+        "merge of",
+        "DAG parsing",
+    ):
         assert scenario in result.stdout
     text = out.read_text()
     assert "| scenario" in text and "naive baseline" in text
