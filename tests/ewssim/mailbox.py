@@ -73,6 +73,8 @@ class Item:
     reminder_minutes: int | None = None
     categories: list[str] = field(default_factory=list)
     legacy_free_busy: str = "Busy"
+    # named extended properties: "PropertySet:PropertyName" -> value (what push stamps)
+    extended: dict[str, str] = field(default_factory=dict)
     recurrence: dict | None = None
     modified: dict[datetime, dict] = field(default_factory=dict)  # original start -> overrides
     deleted: set[datetime] = field(default_factory=set)
@@ -257,6 +259,19 @@ class Mailbox:
             self._touch(master)
 
     # --- reading ------------------------------------------------------------------------
+
+    def occurrence_at(self, master_id: str, index: int) -> str | None:
+        """The id of a series' occurrence by its 1-based position in the pattern (EWS
+        OccurrenceItemId InstanceIndex; deleted occurrences keep their positions)."""
+        with self.lock:
+            master = self.store.get(master_id)
+            if master is None or not master.recurrence or index < 1:
+                return None
+            horizon = master.start + timedelta(days=366 * 30)
+            starts = _expand_starts(master, horizon)
+            if index > len(starts):
+                return None
+            return occurrence_id(master_id, starts[index - 1])
 
     def resolve_occurrence(self, item_id: str) -> tuple[Item | None, datetime | None]:
         try:

@@ -170,6 +170,14 @@ def fields_of(element) -> dict:
     recurrence = element.find("t:Recurrence", NS)
     if recurrence is not None:
         fields["recurrence"] = recurrence_xml.parse(recurrence)
+    if text("UID"):
+        fields["uid"] = text("UID")
+    extended = {
+        extended_key(prop.find("t:ExtendedFieldURI", NS)): prop.findtext("t:Value", "", NS)
+        for prop in element.findall("t:ExtendedProperty", NS)
+    }
+    if extended:
+        fields["extended"] = extended
     for tag in ("StartTimeZone", "MeetingTimeZone"):
         zone = element.find(f"t:{tag}", NS)
         if zone is not None:
@@ -213,6 +221,43 @@ def meeting_xml(item: Item, want) -> list[str]:
             )
             out.append(f"<t:{tag}>{inner}</t:{tag}>")
     return out
+
+
+def extended_key(uri) -> str:
+    """A named extended property's key: "PropertySet:PropertyName" (set id or distinguished)."""
+    property_set = uri.get("DistinguishedPropertySetId") or uri.get("PropertySetId") or ""
+    name = uri.get("PropertyName") or uri.get("PropertyTag") or uri.get("PropertyId") or ""
+    return f"{property_set}:{name}"
+
+
+def matches(item: Item, restriction) -> bool:
+    """A FindItem <m:Restriction>'s search expression over named extended properties (what push
+    searches by): IsEqualTo, Exists, Or, And, Not."""
+    kind = etree.QName(restriction).localname
+    if kind in ("Restriction", "Not", "And", "Or"):
+        results = [matches(item, child) for child in restriction]
+        if kind == "Or":
+            return any(results)
+        if kind == "Not":
+            return not results[0]
+        return all(results)
+    uri = restriction.find("t:ExtendedFieldURI", NS)
+    if uri is None:
+        return False
+    value = item.extended.get(extended_key(uri))
+    if kind == "Exists":
+        return value is not None
+    if kind == "IsEqualTo":
+        constant = restriction.find("t:FieldURIOrConstant/t:Constant", NS)
+        return constant is not None and value == constant.get("Value")
+    return False
+
+
+def resolve_ref(mailbox: Mailbox, ref) -> str | None:
+    """An item id from <t:ItemId> or <t:OccurrenceItemId RecurringMasterId InstanceIndex>."""
+    if etree.QName(ref).localname == "OccurrenceItemId":
+        return mailbox.occurrence_at(ref.get("RecurringMasterId"), int(ref.get("InstanceIndex")))
+    return ref.get("Id")
 
 
 # FieldURI of a DeleteItemField -> the model field and its cleared value
@@ -553,6 +598,9 @@ class EwsSimulator:
         fields = self._fields(request)
         if view is None:
             items = sorted((mailbox.get(i.item_id) for i in mailbox.items()), key=lambda i: i.start)
+            restriction = request.find("m:Restriction", NS)
+            if restriction is not None:
+                items = [item for item in items if matches(item, restriction)]
             paging = request.find("m:IndexedPageItemView", NS)
             offset = int(paging.get("Offset", "0")) if paging is not None else 0
             size = paging.get("MaxEntriesReturned") if paging is not None else None
@@ -596,9 +644,12 @@ class EwsSimulator:
                 parts.append(error_message("GetItem", "ErrorAccessDenied", "Access is denied.",
                                            "<m:Items/>"))  # fmt: skip
                 continue
-            item = mailbox.get(ref.get("Id"))
+            item_id = resolve_ref(mailbox, ref)
+            item = mailbox.get(item_id) if item_id else None
             if item is None:
-                parts.append(self._not_found("GetItem", mailbox, ref.get("Id"), "<m:Items/>"))
+                parts.append(
+                    self._not_found("GetItem", mailbox, item_id or ref.get("Id"), "<m:Items/>")
+                )
                 continue
             parts.append(
                 '<m:GetItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError'
@@ -678,8 +729,8 @@ class EwsSimulator:
             ref = change.find("t:ItemId", NS)
             if ref is None:
                 ref = change.find("t:OccurrenceItemId", NS)
-            item_id = ref.get("Id")
-            current = mailbox.change_key_of(item_id)
+            item_id = resolve_ref(mailbox, ref)
+            current = mailbox.change_key_of(item_id) if item_id else None
             if current is None or not mailbox.calendar_access:
                 code = "ErrorItemNotFound" if current is None else "ErrorAccessDenied"
                 parts.append(error_message("UpdateItem", code, "The item cannot be updated.",
@@ -719,10 +770,11 @@ class EwsSimulator:
     def op_DeleteItem(self, mailbox: Mailbox, request) -> str:  # noqa: N802
         parts = []
         for ref in request.find("m:ItemIds", NS):
-            if mailbox.get(ref.get("Id")) is None:
-                parts.append(self._not_found("DeleteItem", mailbox, ref.get("Id")))
+            item_id = resolve_ref(mailbox, ref)
+            if item_id is None or mailbox.get(item_id) is None:
+                parts.append(self._not_found("DeleteItem", mailbox, item_id or ref.get("Id")))
                 continue
-            mailbox.delete(ref.get("Id"))
+            mailbox.delete(item_id)
             parts.append(
                 '<m:DeleteItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError'
                 "</m:ResponseCode></m:DeleteItemResponseMessage>"
@@ -789,6 +841,7 @@ class EwsSimulator:
         self._body_type = shape.findtext("t:BodyType", "Best", NS)
         base = shape.findtext("t:BaseShape", "AllProperties", NS)
         asked = {f.get("FieldURI") for f in shape.iterfind(".//t:FieldURI", NS)}
+        asked |= {f"ext|{extended_key(f)}" for f in shape.iterfind(".//t:ExtendedFieldURI", NS)}
         return None if base in ("AllProperties", "Default") and not asked else asked
 
     def item_xml(self, item: Item, fields: set[str] | None) -> str:
@@ -818,6 +871,16 @@ class EwsSimulator:
             out.append(
                 f"<t:ReminderMinutesBeforeStart>{item.reminder_minutes or 0}</t:ReminderMinutesBeforeStart>"
             )
+        for key in sorted(k for k in fields or () if k.startswith("ext|")):
+            # a named property is returned only when asked for by its ExtendedFieldURI
+            value = item.extended.get(key[4:])
+            if value is not None:
+                property_set, _, name = key[4:].partition(":")
+                out.append(
+                    f'<t:ExtendedProperty><t:ExtendedFieldURI DistinguishedPropertySetId="'
+                    f'{property_set}" PropertyName="{escape(name)}" PropertyType="String"/>'
+                    f"<t:Value>{escape(value)}</t:Value></t:ExtendedProperty>"
+                )
         if want("item:LastModifiedTime"):
             out.append(f"<t:LastModifiedTime>{utc(item.last_modified)}</t:LastModifiedTime>")
         if want("calendar:UID") and item.uid:
