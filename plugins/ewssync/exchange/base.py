@@ -187,6 +187,9 @@ class AppointmentWrite:
     :param legacy_free_busy: 'Free', 'Tentative', 'Busy', 'OOF' or 'WorkingElsewhere'.
     :param categories: Exchange categories (the app's category, when set).
     :param recurrence: set for a series master; None for a single item.
+    :param uid: the iCalendar UID to give a new item (push always sets one: a series' is the
+        app's ``series_key``, so occurrences read back name it); None lets the server choose.
+        A backend that cannot set it (Graph) ignores it and reports the server's UID when read.
     :param deleted_occurrences: series only: original starts (aware, UTC) of occurrences to
         delete right after the series is created (RRULE EXDATEs).
     """
@@ -208,6 +211,7 @@ class AppointmentWrite:
     categories: tuple[str, ...] = ()
     recurrence: Recurrence | None = None
     deleted_occurrences: tuple[datetime, ...] = ()
+    uid: str | None = None
 
 
 # The names ItemUpdate.fields may hold: AppointmentWrite's content fields. 'start' and 'end' are

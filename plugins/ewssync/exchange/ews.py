@@ -42,6 +42,7 @@ from ewssync.exchange.ews_patches import (
     zone_from_display,
     zone_is_known,
 )
+from ewssync.exchange.ews_write import STAMP_FIELD, EwsWriter
 from ewssync.exchange.redact import SECRET_FILTER, install_secret_filter
 from ewssync.settings import SyncSettings
 from ewssync.timezones import iana_to_windows
@@ -58,7 +59,7 @@ FETCH_FIELDS = (
     "subject", "location", "body", "uid", "recurrence_id", "type", "start", "end", "is_all_day",
     "sensitivity", "reminder_is_set", "reminder_minutes_before_start", "legacy_free_busy_status",
     "categories", "last_modified_time", "is_recurring", "ewssync_zone_name", "is_cancelled",
-    "my_response_type", "organizer",
+    "my_response_type", "organizer", STAMP_FIELD,
 )  # fmt: skip
 INDEX_FIELDS = ("id", "changekey", "type", "start", "end", "is_all_day", "ewssync_zone_name")
 SYNC_FIELDS = ("id", "changekey", "type")
@@ -167,8 +168,8 @@ def explain(exc: BaseException, settings: SyncSettings, method: str | None = Non
 # --- the calendar -------------------------------------------------------------------------------
 
 
-class EwsCalendar:
-    """One mailbox's calendar over EWS.
+class EwsCalendar(EwsWriter):
+    """One mailbox's calendar over EWS (the write side: ews_write.EwsWriter).
 
     :param settings: the connection's settings.
     :param view_page_size: the most items one CalendarView asks for (Exchange caps it at 1000).
@@ -675,6 +676,7 @@ class EwsCalendar:
             "is_cancelled": bool(item.is_cancelled),
             "my_response": item.my_response_type,
             "organizer": item.organizer.email_address if item.organizer is not None else None,
+            "stamp": getattr(item, STAMP_FIELD, None),
         }
 
 

@@ -503,3 +503,21 @@ def _install_view_page_notes() -> None:
 
 
 _install_view_page_notes()
+
+# --- bulk writes: every per-item error comes back in the result list ------------------------------
+# CreateItem/UpdateItem/DeleteItem return per-item errors only for a short list of codes; any other
+# (ErrorIrresolvableConflict for a stale change key, ErrorAccessDenied, ErrorCalendar*...) is
+# raised and takes the whole batch's answers with it, although the server applied the other
+# items. Push needs each item's outcome (a created item's id above all), so all response-message
+# errors come back as exception instances in the result list. Faults (ErrorServerBusy and other
+# SOAP faults) are unaffected: they concern the request and are retried or raised as before.
+
+
+def _install_per_item_write_errors() -> None:
+    from exchangelib.services import CreateItem, DeleteItem, UpdateItem
+
+    for service in (CreateItem, UpdateItem, DeleteItem):
+        service.ERRORS_TO_CATCH_IN_RESPONSE = ews_errors.ResponseMessageError
+
+
+_install_per_item_write_errors()
