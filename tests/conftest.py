@@ -159,7 +159,8 @@ def db(pg_dsn):
             cur.execute(
                 "TRUNCATE ewssync.links, ewssync.sync_state, ewssync.sync_runs, "
                 "ewssync.staging_ews_items, ewssync.staging_appointments, ewssync.staging_seen, "
-                "ewssync.staging_runs, ewssync.run_lease, calendar.appointments, calendar.users "
+                "ewssync.staging_runs, ewssync.run_lease, ewssync.push_intents, "
+                "ewssync.pushed_deletions, calendar.appointments, calendar.users "
                 "RESTART IDENTITY CASCADE"
             )
         conn.commit()

@@ -36,11 +36,13 @@ SELECT conn_id, ews_sync_state, window_start, window_end, last_pushed_version, l
   FROM ewssync.sync_state WHERE conn_id = %(conn_id)s;
 
 -- name: links_in_window
--- What Exchange had inside [window_start, window_end) at the last sync, by item id.
+-- What Exchange had inside [window_start, window_end) at the last sync, by item id. Series
+-- masters (linked to app series) never show in a view: their occurrences do.
 SELECT ews_item_id, change_key, item_type, master_item_id, uid, starts_at, ends_at
   FROM ewssync.links
  WHERE conn_id = %(conn_id)s
-   AND starts_at < %(window_end)s AND ends_at > %(window_start)s;
+   AND starts_at < %(window_end)s AND ends_at > %(window_start)s
+   AND item_type <> 'RecurringMaster';
 
 -- name: links_by_item
 SELECT ews_item_id, change_key, item_type, master_item_id, starts_at, ends_at

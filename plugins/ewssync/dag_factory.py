@@ -87,14 +87,15 @@ def _doc_md(settings: SyncSettings) -> str:
     return (
         f"### Exchange calendar sync: `{settings.conn_id}`\n\n"
         f"{settings.title or ''}\n\n"
-        "check (settings + connection test) -> extract -> transform -> load -> report. "
+        "check (settings + connection test) -> extract -> transform -> load (reconcile + merge) "
+        "-> push (app changes to Exchange) -> report. "
         "Trigger with `full_resync: true` to re-read the whole window.\n\n"
         f"| setting | value |\n|---|---|\n{rows}\n"
     )
 
 
 def build_dag(conn_id: str, settings: SyncSettings) -> DAG:
-    """The sync DAG of one connection: check -> extract -> transform -> load -> report."""
+    """The sync DAG of one connection: check -> extract -> transform -> load -> push -> report."""
     schedule = None if settings.schedule in (None, "none") else settings.schedule
     with DAG(
         dag_id=dag_id_for(conn_id),
@@ -113,7 +114,8 @@ def build_dag(conn_id: str, settings: SyncSettings) -> DAG:
             "allow_mass_delete": Param(
                 False,
                 type="boolean",
-                description="Let this run delete more than half of the synced appointments",
+                description="Let this run delete more than half of the synced appointments "
+                "(in the app or in Exchange)",
             ),
             "move_app_user": Param(
                 False,
@@ -172,6 +174,19 @@ def build_dag(conn_id: str, settings: SyncSettings) -> DAG:
                 move_app_user=bool(context["params"].get("move_app_user")),
             )
 
+        @task(task_id="push")
+        def push() -> dict:
+            context = get_current_context()
+            current = pipeline.load_settings(conn_id)
+            return pipeline.push(
+                current,
+                pipeline.calendar_dsn(),
+                pipeline.open_calendar(current),
+                context["run_id"],
+                pipeline.window_anchor(context),
+                allow_mass_delete=bool(context["params"].get("allow_mass_delete")),
+            )
+
         @task(task_id="report")
         @fail_fast
         def report() -> dict:
@@ -179,7 +194,7 @@ def build_dag(conn_id: str, settings: SyncSettings) -> DAG:
             current = pipeline.load_settings(conn_id)
             return pipeline.report(current, pipeline.calendar_dsn(), context["run_id"])
 
-        check() >> extract() >> transform() >> load() >> report()
+        check() >> extract() >> transform() >> load() >> push() >> report()
     return dag
 
 

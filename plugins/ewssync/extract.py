@@ -95,17 +95,22 @@ def plan_run(
         # the window. Safe: items we no longer see are confirmed gone by id before deletion.
         log.warning("connection %s: sync state expired, reading the whole window", conn_id)
         return plan_run(calendar, conn, conn_id, window, full_resync=True)
+    changes = drop_own_writes(conn, conn_id, changes)
     window_moved = (saved["window_start"], saved["window_end"]) != (window_start, window_end)
     if not changes and not window_moved:
         return Plan(mode="no_change", sync_state=new_state)
 
     deleted = [item_id for item_id, c in changes.items() if c["kind"] == "delete"]
     touched = {item_id: c for item_id, c in changes.items() if c["kind"] in ("create", "update")}
-    gone = set(store.links_by_item(conn, conn_id, deleted))
-    # A deleted id we never linked is a series master (we link its occurrences, not it): its
-    # occurrences are only visible, or seen missing, through a view.
-    series_touched = len(gone) < len(deleted) or any(
-        c.get("item_type") not in (None, "Single") for c in touched.values()
+    gone_links = store.links_by_item(conn, conn_id, deleted)
+    gone = set(gone_links)
+    # A deleted id we never linked is a series master (we link its occurrences, not it, unless
+    # the series came from the app): its occurrences are only visible, or seen missing, through
+    # a view.
+    series_touched = (
+        len(gone) < len(deleted)
+        or any(link.get("item_type") == "RecurringMaster" for link in gone_links.values())
+        or any(c.get("item_type") not in (None, "Single") for c in touched.values())
     )
     if not window_moved and not series_touched:
         # Only single items changed: read exactly those, no view needed.
@@ -143,6 +148,36 @@ def plan_run(
         index_size=len(index),
         changes=len(changes),
     )
+
+
+def drop_own_writes(
+    conn, conn_id: str, changes: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """The changes that are not push's own writes. SyncFolderItems reports what push wrote like
+    anyone's change: an item whose change key is the one push recorded in its link, or an id
+    push deleted, is ours and needs no reading (no echo). Series masters always count: their
+    occurrences are read through a view."""
+    if not changes:
+        return changes
+    keys = store.links_change_keys(conn, conn_id, changes)
+    deleted_by_us = store.pushed_deletions(
+        conn, conn_id, [i for i, c in changes.items() if c["kind"] == "delete"]
+    )
+    kept = {}
+    for item_id, change in changes.items():
+        link = keys.get(item_id)
+        if change["kind"] == "delete" and item_id in deleted_by_us:
+            continue
+        if (
+            change["kind"] in ("create", "update")
+            and link is not None
+            and link["item_type"] != "RecurringMaster"
+            and change.get("change_key")
+            and link["change_key"] == change["change_key"]
+        ):
+            continue
+        kept[item_id] = change
+    return kept
 
 
 def execute_plan(

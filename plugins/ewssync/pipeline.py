@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ewssync import extract as extract_step
-from ewssync import store, transform
+from ewssync import push as push_step
+from ewssync import reconcile, store, transform
 from ewssync.errors import (
     ConnectionTestError,
     ExchangeError,
@@ -229,7 +230,13 @@ def load(
     allow_mass_delete: bool = False,
     move_app_user: bool = False,
 ) -> dict[str, Any]:
-    """Merge the staged window into calendar.appointments in one transaction."""
+    """Reconcile and merge the staged window into calendar.appointments in one transaction.
+
+    Before the merge: items carrying the stamp of an unlinked app appointment are adopted (a
+    create whose answer was lost), and items the app also changed since the last sync are
+    decided by the conflict policy; those the app wins are left out of the merge (push writes
+    them). Every conflict is listed in the run's row.
+    """
     started = time.perf_counter()
     with store.connect(dsn) as conn:
         claim(settings, conn, run_key)
@@ -240,6 +247,8 @@ def load(
             moved = store.move_to_user(conn, settings.conn_id, user["id"])
         else:
             check_app_user_unchanged(settings, user, store.linked_owners(conn, settings.conn_id))
+        adopted = store.adopt_stamped(conn, settings.conn_id, run_key, user["id"])
+        conflicts = reconcile_pulled(settings, conn, run_key)
         counts = store.merge(
             conn,
             settings.conn_id,
@@ -247,9 +256,13 @@ def load(
             user_id=user["id"],
             allow_mass_delete=allow_mass_delete,
         )
+        store.record_synced(conn, settings.conn_id)
+        if conflicts:
+            store.add_conflicts(conn, settings.conn_id, run_key, conflicts)
     quarantined = counts.pop("quarantined")
     if moved:
         counts["moved_to_app_user"] = moved
+    counts = {**counts, "adopted": adopted, "conflicts": len(conflicts)}
     with store.connect(dsn) as conn:
         durations: dict[str, float] = {}
         _timed(durations, "load", started)
@@ -269,6 +282,107 @@ def load(
             durations=durations,
         )
     return {**counts, **({"quarantined": len(quarantined)} if quarantined else {})}
+
+
+def reconcile_pulled(settings: SyncSettings, conn, run_key: str) -> list[dict[str, Any]]:
+    """Decide the items Exchange changed whose app row changed too (the conflicts); keep the
+    app's side of those it wins out of the merge. Return the conflicts for the run report."""
+    rows = store.pull_pairs(conn, settings.conn_id, run_key)
+    conflicts: list[dict[str, Any]] = []
+    keep_changed: list[str] = []
+    keep_gone: list[str] = []
+    for row in rows:
+        if row["gone"]:
+            exchange = reconcile.ExchangeSide(row["ews_item_id"], reconcile.ExchangeState.GONE)
+        else:
+            exchange = reconcile.ExchangeSide(
+                row["ews_item_id"],
+                reconcile.ExchangeState.CHANGED,
+                row["staged_fingerprint"],
+                row["last_modified"],
+                row["staged_content"],
+            )
+        pair = reconcile.Pair(
+            reconcile.AppSide(
+                row["appointment_id"],
+                row["version"],
+                deleted=row["deleted"],
+                updated_at=row["updated_at"],
+                fields=row["content"],
+            ),
+            exchange,
+            reconcile.LinkState(
+                row["ews_item_id"], row["local_version"], row["ews_fingerprint"], row["synced"]
+            ),
+        )
+        decision = reconcile.decide(
+            pair, settings.conflict_policy, sync_private=settings.sync_private
+        )
+        if decision.conflict is None:
+            continue
+        conflict = decision.conflict
+        conflicts.append(
+            {
+                "appointment_id": row["appointment_id"],
+                "ews_item_id": row["ews_item_id"],
+                "title": (row["content"] or {}).get("title"),
+                "kind": conflict.kind,
+                "app_fields": list(conflict.app_fields),
+                "exchange_fields": list(conflict.exchange_fields),
+                "winner": conflict.winner,
+                "policy": conflict.policy,
+                "found": "load",
+            }
+        )
+        if conflict.winner == "app":
+            (keep_gone if row["gone"] else keep_changed).append(row["ews_item_id"])
+    store.keep_app_side(conn, settings.conn_id, run_key, keep_changed, keep_gone)
+    return conflicts
+
+
+# --- push ----------------------------------------------------------------------------------------
+
+
+def push(
+    settings: SyncSettings,
+    dsn: str,
+    calendar,
+    run_key: str,
+    now: datetime,
+    *,
+    allow_mass_delete: bool = False,
+    crash=None,
+) -> dict[str, Any]:
+    """Write the app's changes to Exchange (push.Pusher); idempotent: a re-run recomputes what
+    is still to do from the links."""
+    started = time.perf_counter()
+    with store.connect(dsn) as conn:
+        user = store.find_user(conn, settings.app_user)
+    settings.validate_app_user(user)
+    report = push_step.Pusher(
+        settings,
+        dsn,
+        calendar,
+        user["id"],
+        settings.window(now),
+        allow_mass_delete=allow_mass_delete,
+        crash=crash,
+    ).run()
+    counts = report.counts()
+    with store.connect(dsn) as conn:
+        durations: dict[str, float] = {}
+        _timed(durations, "push", started)
+        store.add_to_run(conn, settings.conn_id, run_key, counts=counts, durations=durations)
+        if report.conflicts:
+            store.add_conflicts(conn, settings.conn_id, run_key, report.conflicts)
+        store.set_not_pushed(conn, settings.conn_id, run_key, report.not_pushed + report.failed)
+    if report.not_pushed or report.failed:
+        log.warning(
+            "connection %s: not pushed: %s", settings.conn_id,
+            "; ".join(f"appointment {n['appointment_id']}: {n.get('reason') or n.get('message')}"
+                      for n in [*report.not_pushed, *report.failed]),
+        )  # fmt: skip
+    return counts
 
 
 # --- report --------------------------------------------------------------------------------------

@@ -50,6 +50,8 @@ EXTRA_FIELDS: dict[str, tuple[Any, str]] = {
     "authority": ("global", "authority"),
     "task_timeout_minutes": (30, "int"),
     "throttle_wait_seconds": (300, "int"),
+    "conflict_policy": ("exchange_wins", "choice:exchange_wins|app_wins|newest_wins"),
+    "send_cancellations": (False, "bool"),
 }
 
 AUTH_METHODS = ("basic", "ntlm", "oauth", "auto")
@@ -136,6 +138,15 @@ FIELD_DOCS: dict[str, tuple[str, str]] = {
         "Most seconds one task waits in total for a throttling server (0-3600), then it fails "
         "and a later try continues; must be less than the task timeout",
     ),
+    "conflict_policy": (
+        "Conflict policy",
+        "Who wins when an appointment changed on both sides since the last sync: exchange_wins, "
+        "app_wins or newest_wins (the later modification)",
+    ),
+    "send_cancellations": (
+        "Send cancellations",
+        "When the app deletes a meeting, Exchange sends cancellations to its attendees",
+    ),
 }
 
 _INT_RANGES = {
@@ -181,6 +192,8 @@ class SyncSettings:
     task_timeout_minutes: int = 30
     throttle_wait_seconds: int = 300
     skip_declined: bool = False
+    conflict_policy: str = "exchange_wins"
+    send_cancellations: bool = False
 
     def __str__(self) -> str:
         return f"SyncSettings({self.conn_id}: {self.username} @ {self.service_endpoint})"
@@ -427,6 +440,12 @@ def _parse_value(conn_id: str, key: str, value: Any, kind: str) -> Any:
         return text.lower()
     if kind == "authority":
         return _parse_authority(conn_id, key, value)
+    if kind.startswith("choice:"):
+        choices = kind.removeprefix("choice:").split("|")
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise SettingsError(conn_id, key, f"is {value!r}; expected one of {', '.join(choices)}")
+        return text
     raise AssertionError(kind)
 
 

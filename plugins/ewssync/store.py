@@ -48,11 +48,18 @@ def sql_dir() -> Path:
 
 @functools.cache
 def queries() -> dict[str, str]:
-    """The named statements of include/sql/queries.sql, loaded once."""
-    text = (sql_dir() / "queries.sql").read_text(encoding="utf-8")
-    parts = _NAME_LINE.split(text)
-    # parts = [preamble, name1, body1, name2, body2, ...]
-    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+    """The named statements of include/sql/*.sql (queries.sql, twoway.sql...), loaded once."""
+    named: dict[str, str] = {}
+    for path in sorted(sql_dir().glob("*.sql")):
+        parts = _NAME_LINE.split(path.read_text(encoding="utf-8"))
+        # parts = [preamble, name1, body1, name2, body2, ...]
+        for name, body in zip(parts[1::2], parts[2::2], strict=True):
+            if name in named:
+                raise StoreError(
+                    f"statement {name!r} is defined twice in include/sql ({path.name})"
+                )
+            named[name] = body.strip()
+    return named
 
 
 def query(name: str) -> str:
@@ -297,6 +304,7 @@ EWS_ITEM_COLUMNS = (
     "location", "body", "body_type", "start_utc", "end_utc", "is_all_day", "start_date",
     "end_date", "timezone_windows", "timezone_iana", "sensitivity", "reminder_is_set",
     "reminder_minutes", "legacy_free_busy", "categories", "last_modified", "is_recurring",
+    "stamp",
 )  # fmt: skip
 
 # The staged appointment columns are exactly what transform.normalize produces.
@@ -469,6 +477,7 @@ def stage_ews_items(conn, conn_id: str, run_key: str, records: Iterable[dict[str
                 r.get("timezone_windows"), r.get("timezone_iana"), r.get("sensitivity"),
                 r.get("reminder_is_set"), r.get("reminder_minutes"), r.get("legacy_free_busy"),
                 list(r.get("categories") or []), r.get("last_modified"), r.get("is_recurring"),
+                r.get("stamp"),
             )  # fmt: skip
 
     return _copy(conn, "ewssync.staging_ews_items", columns, rows())
@@ -595,3 +604,178 @@ def merge(
             for row in quarantined
         ],
     }
+
+
+# --- two-way: reconcile in load, push (statements in include/sql/twoway.sql) -------------------
+
+
+def adopt_stamped(conn, conn_id: str, run_key: str, user_id: int) -> int:
+    """Link staged items stamped with one of the user's unlinked appointments (a create whose
+    answer was lost); return how many were adopted."""
+    return execute_rowcount(
+        conn, "adopt_stamped", {"conn_id": conn_id, "run_key": run_key, "user_id": user_id}
+    )
+
+
+def pull_pairs(conn, conn_id: str, run_key: str) -> list[dict[str, Any]]:
+    """Linked items the run read changed or gone whose app row also changed (conflict candidates)."""
+    return execute(conn, "pull_pairs", {"conn_id": conn_id, "run_key": run_key})
+
+
+def keep_app_side(
+    conn, conn_id: str, run_key: str, changed: Sequence[str], gone: Sequence[str]
+) -> None:
+    """Conflicts the app won: the merge skips these items (see twoway.sql)."""
+    params = {"conn_id": conn_id, "run_key": run_key}
+    if changed:
+        execute_rowcount(conn, "keep_app_side", {**params, "item_ids": list(changed)})
+    if gone:
+        execute_rowcount(conn, "recreate_app_side", {**params, "item_ids": list(gone)})
+
+
+def record_synced(conn, conn_id: str) -> int:
+    return execute_rowcount(conn, "record_synced", {"conn_id": conn_id})
+
+
+def add_conflicts(conn, conn_id: str, run_key: str, conflicts: Sequence[dict]) -> None:
+    execute(
+        conn,
+        "add_conflicts",
+        {"conn_id": conn_id, "run_key": run_key, "conflicts": json.dumps(list(conflicts))},
+    )
+
+
+def set_not_pushed(conn, conn_id: str, run_key: str, not_pushed: Sequence[dict]) -> None:
+    execute(
+        conn,
+        "set_not_pushed",
+        {"conn_id": conn_id, "run_key": run_key, "not_pushed": json.dumps(list(not_pushed))},
+    )
+
+
+def push_pairs(
+    conn, conn_id: str, user_id: int, window_start, window_end, since_version: int = 0
+) -> list[dict[str, Any]]:
+    """The user's app rows push has to look at (see twoway.sql), series masters first."""
+    return execute(
+        conn,
+        "push_pairs",
+        {
+            "conn_id": conn_id,
+            "user_id": user_id,
+            "window_start": window_start,
+            "window_end": window_end,
+            "since_version": since_version,
+        },
+    )
+
+
+def series_links(conn, conn_id: str, uids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    rows = execute(conn, "series_links", {"conn_id": conn_id, "uids": list(uids)})
+    return {row["uid"]: row for row in rows}
+
+
+def occurrence_links(conn, conn_id: str, uids: Iterable[str]) -> dict[tuple, dict[str, Any]]:
+    rows = execute(conn, "occurrence_links", {"conn_id": conn_id, "uids": list(uids)})
+    return {(row["uid"], row["recurrence_id"]): row for row in rows}
+
+
+def add_push_intents(conn, conn_id: str, appointment_ids: Sequence[int]) -> None:
+    if appointment_ids:
+        execute(
+            conn,
+            "add_push_intents",
+            {"conn_id": conn_id, "appointment_ids": list(appointment_ids)},
+        )
+
+
+def push_intents(conn, conn_id: str) -> list[int]:
+    return [row["appointment_id"] for row in execute(conn, "push_intents", {"conn_id": conn_id})]
+
+
+def drop_push_intents(conn, conn_id: str, appointment_ids: Sequence[int]) -> None:
+    if appointment_ids:
+        execute(
+            conn,
+            "drop_push_intents",
+            {"conn_id": conn_id, "appointment_ids": list(appointment_ids)},
+        )
+
+
+def save_pushed_link(conn, conn_id: str, link: dict[str, Any]) -> None:
+    """Record what both sides hold after push wrote an item (or adopted one)."""
+    execute(conn, "pushed_link", {"conn_id": conn_id, **link, "synced": json.dumps(link["synced"])})
+
+
+def acknowledge_link(
+    conn, conn_id: str, appointment_id: int, version: int, synced: dict[str, Any]
+) -> None:
+    execute(
+        conn,
+        "acknowledge_link",
+        {
+            "conn_id": conn_id,
+            "appointment_id": appointment_id,
+            "version": version,
+            "synced": json.dumps(synced),
+        },
+    )
+
+
+def drop_link(conn, conn_id: str, appointment_id: int) -> None:
+    execute(conn, "drop_link", {"conn_id": conn_id, "appointment_id": appointment_id})
+
+
+def add_pushed_deletions(conn, conn_id: str, item_ids: Sequence[str]) -> None:
+    if item_ids:
+        execute(conn, "add_pushed_deletions", {"conn_id": conn_id, "item_ids": list(item_ids)})
+    execute(conn, "prune_pushed_deletions", {"conn_id": conn_id})
+
+
+def pushed_deletions(conn, conn_id: str, item_ids: Iterable[str]) -> set[str]:
+    rows = execute(conn, "pushed_deletions", {"conn_id": conn_id, "item_ids": list(item_ids)})
+    return {row["ews_item_id"] for row in rows}
+
+
+def links_change_keys(conn, conn_id: str, item_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    rows = execute(conn, "links_change_keys", {"conn_id": conn_id, "item_ids": list(item_ids)})
+    return {row["ews_item_id"]: row for row in rows}
+
+
+def linked_items_count(conn, conn_id: str) -> int:
+    return int(execute(conn, "linked_items_count", {"conn_id": conn_id})[0]["count"])
+
+
+def normalize_pushed(conn, conn_id: str, rows: Sequence[dict[str, Any]]) -> int:
+    """Give pushed rows the zone/reminder/instants Exchange reports (see twoway.sql)."""
+    if not rows:
+        return 0
+    params = {
+        "conn_id": conn_id,
+        **{
+            key: [row[field] for row in rows]
+            for key, field in (
+                ("ids", "id"),
+                ("versions", "version"),
+                ("zones", "time_zone"),
+                ("reminders", "reminder_minutes"),
+                ("starts", "starts_at"),
+                ("ends", "ends_at"),
+                ("start_dates", "start_date"),
+                ("end_dates", "end_date"),
+            )
+        },
+    }
+    return execute_rowcount(conn, "normalize_pushed", params)
+
+
+def advance_sync_state(conn, conn_id: str, old_state: str, new_state: str) -> bool:
+    """Move the saved SyncFolderItems state from old to new (False if it was not old)."""
+    return (
+        execute_rowcount(
+            conn,
+            "advance_sync_state",
+            {"conn_id": conn_id, "old_state": old_state, "new_state": new_state},
+        )
+        == 1
+    )

@@ -1,0 +1,113 @@
+"""Helpers for two-way tests: one connection, full runs of the pipeline steps, app-side edits."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg2
+import psycopg2.extras
+
+from ewssync import pipeline
+from ewssync.exchange import open_calendar
+from ewssync.settings import SyncSettings
+
+NOW = datetime(2026, 11, 25, 10, tzinfo=UTC)  # a Wednesday
+_runs = itertools.count(1)
+
+
+def settings_for(sim, conn_id: str = "ews_alice", **extra) -> SyncSettings:
+    extra = {
+        "app_user": "alice", "exchange_timezone": "Europe/Berlin", "weeks_back": 2,
+        "weeks_ahead": 8, "use_2007_protocol": sim.dialect == "Exchange2007_SP1", **extra,
+    }  # fmt: skip
+    fields = {
+        "conn_id": conn_id, "conn_type": "ews", "host": sim.url, "login": "alice@example.com",
+        "password": "secret", "description": "", "port": None, "schema": None, "extra": extra,
+    }  # fmt: skip
+    return SyncSettings.from_connection(type("Conn", (), fields)())
+
+
+def add_user(dsn: str, login: str = "alice", email: str = "alice@example.com") -> int:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO calendar.users (login, email) VALUES (%s, %s) RETURNING id", (login, email)
+        )
+        return cur.fetchone()[0]
+
+
+def sync(
+    settings: SyncSettings,
+    dsn: str,
+    now: datetime = NOW,
+    *,
+    crash=None,
+    stop_after: str = "",
+    **params,
+) -> dict[str, Any]:
+    """One run: check, extract, transform, load, push, report (as the DAG runs them).
+
+    :param stop_after: end the run after this step (a crash between steps).
+    """
+    run_key = f"run-{next(_runs)}"
+    calendar = open_calendar(settings)
+    try:
+        pipeline.check(settings, dsn, calendar)
+        pipeline.extract(settings, dsn, calendar, run_key, now,
+                         full_resync=params.get("full_resync", False))  # fmt: skip
+        pipeline.transform_staged(settings, dsn, run_key)
+        pipeline.load(settings, dsn, run_key,
+                      allow_mass_delete=params.get("allow_mass_delete", False))  # fmt: skip
+        if stop_after == "load":
+            return {"run_key": run_key}
+        pipeline.push(settings, dsn, calendar, run_key, now, crash=crash,
+                      allow_mass_delete=params.get("allow_mass_delete", False))  # fmt: skip
+        return pipeline.report(settings, dsn, run_key)
+    finally:
+        calendar.close()
+
+
+def insert(dsn: str, user_id: int, **fields) -> int:
+    """An appointment as the app writes it; returns its id."""
+    row = {"owner_user_id": user_id, "title": "", **fields}
+    columns = ", ".join(row)
+    marks = ", ".join(["%s"] * len(row))
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            f"INSERT INTO calendar.appointments ({columns}) VALUES ({marks}) RETURNING id",
+            list(row.values()),
+        )
+        return cur.fetchone()[0]
+
+
+def update(dsn: str, appointment_id: int, **fields) -> None:
+    sets = ", ".join(f"{name} = %s" for name in fields)
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            f"UPDATE calendar.appointments SET {sets} WHERE id = %s",
+            [*fields.values(), appointment_id],
+        )
+
+
+def delete(dsn: str, appointment_id: int) -> None:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM calendar.appointments WHERE id = %s", (appointment_id,))
+
+
+def live(dsn: str) -> list[dict[str, Any]]:
+    with (
+        psycopg2.connect(dsn) as conn,
+        conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur,
+    ):
+        cur.execute("SELECT * FROM calendar.live_appointments ORDER BY starts_at, title, id")
+        return [dict(r) for r in cur.fetchall()]
+
+
+def run_row(dsn: str, run_key: str) -> dict[str, Any]:
+    with (
+        psycopg2.connect(dsn) as conn,
+        conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur,
+    ):
+        cur.execute("SELECT * FROM ewssync.sync_runs WHERE run_key = %s", (run_key,))
+        return dict(cur.fetchone())
