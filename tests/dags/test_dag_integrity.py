@@ -39,7 +39,14 @@ def test_one_dag_per_connection_and_a_broken_one_does_not_break_the_others(airfl
     assert {"ewssync__ews_good", "ewssync__ews_broken", "ewssync__ews_off"} <= set(bag.dag_ids)
 
     good = bag.get_dag("ewssync__ews_good")
-    assert [t.task_id for t in good.tasks] == ["check", "extract", "transform", "load", "report"]
+    assert [t.task_id for t in good.tasks] == [
+        "check",
+        "extract",
+        "transform",
+        "load",
+        "push",
+        "report",
+    ]
     assert good.max_active_runs == 1 and good.catchup is False
     assert "ewssync" in good.tags and good.owner == "data-team"
     assert good.default_args["retries"] >= 1

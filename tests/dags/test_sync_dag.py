@@ -98,7 +98,7 @@ def last_run(dsn: str) -> dict:
 def test_the_mailbox_lands_exactly_and_a_second_run_changes_nothing(alice):
     dag_run = run_dag(DAG_ID, NOW)
     assert task_states(dag_run) == dict.fromkeys(
-        ["check", "extract", "transform", "load", "report"], "success"
+        ["check", "extract", "transform", "load", "push", "report"], "success"
     )
     landed = rows(alice["dsn"])
     assert "Doctor" not in landed  # private, sync_private off

@@ -20,7 +20,7 @@ RECORD_KEYS = {
     "location", "body", "body_type", "start", "end", "is_all_day", "start_date", "end_date",
     "timezone_windows", "timezone_iana", "sensitivity", "reminder_is_set", "reminder_minutes",
     "legacy_free_busy", "categories", "last_modified", "is_recurring", "is_cancelled",
-    "my_response", "organizer",
+    "my_response", "organizer", "stamp",
 }  # fmt: skip
 
 

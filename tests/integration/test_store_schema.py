@@ -48,6 +48,7 @@ def test_migrations_apply_once_and_a_second_run_is_a_no_op(empty_db):
         "0002_ewssync",
         "0003_reliability",
     ]
+    assert "0004_twoway" in applied
     before = _schema_snapshot(empty_db)
     assert ("calendar", "appointments", "version", "bigint") in before
     assert store.migrate(empty_db) == []
