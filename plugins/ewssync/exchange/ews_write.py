@@ -99,10 +99,14 @@ def ews_recurrence(recurrence: Recurrence) -> EwsRecurrence:
     return EwsRecurrence(pattern=pattern, start=start)
 
 
+# Per-item answers that mean "no such item (any more)": a deleted occurrence has its own code.
+_GONE = (ews_errors.ErrorItemNotFound, ews_errors.ErrorCalendarOccurrenceIsDeletedFromRecurrence)
+
+
 def _failure(result: BaseException) -> WriteResult:
     if isinstance(result, ews_errors.ErrorIrresolvableConflict):
         return WriteResult(False, error=CONFLICT, message=str(result))
-    if isinstance(result, ews_errors.ErrorItemNotFound):
+    if isinstance(result, _GONE):
         return WriteResult(False, error=NOT_FOUND, message=str(result))
     return WriteResult(False, error=REFUSED, message=f"{type(result).__name__}: {result}")
 
@@ -308,7 +312,7 @@ class EwsWriter:
         )
         results = []
         for answer in answers:
-            if isinstance(answer, ews_errors.ErrorItemNotFound):
+            if isinstance(answer, _GONE):
                 results.append(WriteResult(True, error=NOT_FOUND, message=str(answer)))
             elif isinstance(answer, BaseException):
                 results.append(_failure(answer))
