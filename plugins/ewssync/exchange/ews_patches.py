@@ -517,7 +517,7 @@ def _install_per_item_write_errors() -> None:
     from exchangelib.services import CreateItem, DeleteItem, UpdateItem
 
     for service in (CreateItem, UpdateItem, DeleteItem):
-        service.ERRORS_TO_CATCH_IN_RESPONSE = ews_errors.ResponseMessageError
+        service.ERRORS_TO_CATCH_IN_RESPONSE = (ews_errors.ResponseMessageError,)
 
 
 _install_per_item_write_errors()
