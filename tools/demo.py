@@ -2,7 +2,8 @@
 
 Starts the simulator with the realistic fixture mailbox (shifted to this week), prepares the
 calendar database, registers a demo `ews` connection, runs the generated DAG with
-`airflow dags test`, then prints what landed.
+`airflow dags test`, prints what landed, and ends with a round trip: an appointment inserted in
+Postgres appears in the mailbox, an edit made in the mailbox comes back.
 """
 
 from __future__ import annotations
@@ -151,6 +152,72 @@ def print_summary(dsn: str) -> None:
         print(f"\nLast run: {status} ({mode}); counts {counts}; seconds {durations}")
 
 
+def demo_settings(url: str):
+    """The demo connection's settings, to talk to the mailbox as Outlook would (over EWS)."""
+    from ewssync.settings import SyncSettings
+
+    connection = json.loads(airflow_env(url, demo_dsn())[f"AIRFLOW_CONN_{CONN_ID.upper()}"])
+    fields = {"conn_id": CONN_ID, "port": None, "schema": None, **connection}
+    return SyncSettings.from_connection(type("Conn", (), fields)())
+
+
+def round_trip(env: dict[str, str], url: str, dsn: str) -> None:
+    """App -> Exchange -> app: insert an appointment in Postgres, sync, find it in the mailbox,
+    edit it there (over EWS, as Outlook would), sync, show the edit in Postgres."""
+    from datetime import UTC, datetime, timedelta
+
+    from ewssync import store
+    from ewssync.exchange import AppointmentWrite, ItemUpdate, open_calendar
+
+    start = datetime.combine(
+        datetime.now(UTC).date() + timedelta(days=1), datetime.min.time(), tzinfo=UTC
+    ) + timedelta(hours=13)
+    with store.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO calendar.appointments (owner_user_id, title, location, notes, starts_at, "
+            "ends_at, category) SELECT id, %s, %s, %s, %s, %s, %s FROM calendar.users "
+            "WHERE login = 'demo' RETURNING id",
+            ("Boiler service (booked in the app)", "Lindenweg 7", "Customer calls ahead",
+             start, start + timedelta(hours=1, minutes=30), "Service"),
+        )  # fmt: skip
+        appointment_id = cur.fetchone()[0]
+    say(f"round trip: inserted appointment {appointment_id} into calendar.appointments")
+    airflow(env, "dags", "test", f"ewssync__{CONN_ID}")
+    calendar = open_calendar(demo_settings(url))
+    try:
+        found = calendar.find_stamped([str(appointment_id)])
+        if str(appointment_id) not in found:
+            sys.exit("make demo: the appointment did not reach the simulator's mailbox")
+        item = found[str(appointment_id)]
+        (record,), _ = calendar.fetch([item.item_id])
+        say(
+            f"round trip: in the mailbox: {record['subject']!r} {record['start']:%a %H:%M} UTC, "
+            f"{record['location']!r}, categories {record['categories']}"
+        )
+        edited = AppointmentWrite(
+            stamp=str(appointment_id), subject="Boiler service (moved by phone)",
+            start=record["start"] + timedelta(hours=2), end=record["end"] + timedelta(hours=2),
+            time_zone=record["timezone_iana"] or "Europe/Berlin",
+        )  # fmt: skip
+        (result,) = calendar.update_items(
+            [ItemUpdate(item.item_id, item.change_key, edited, ("subject", "start", "end"))]
+        )
+        if not result.ok:
+            sys.exit(f"make demo: editing the item in the mailbox failed: {result.message}")
+        say("round trip: edited it in the mailbox (subject, moved by two hours), as Outlook would")
+    finally:
+        calendar.close()
+    airflow(env, "dags", "test", f"ewssync__{CONN_ID}")
+    with store.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT title, starts_at FROM calendar.appointments WHERE id = %s", (appointment_id,)
+        )
+        title, starts_at = cur.fetchone()
+    say(f"round trip: back in calendar.appointments: {title!r} {starts_at:%a %H:%M} UTC")
+    if title != "Boiler service (moved by phone)":
+        sys.exit("make demo: the edit made in the mailbox did not come back")
+
+
 def main() -> None:
     STATE.mkdir(exist_ok=True)
     dsn = prepare_database()
@@ -164,6 +231,7 @@ def main() -> None:
         airflow(env, "dags", "test", f"ewssync__{CONN_ID}")
         say(f"sync finished in {time.monotonic() - started:.1f} s")
         print_summary(dsn)
+        round_trip(env, url, dsn)
     finally:
         simulator.terminate()
         simulator.wait(timeout=10)

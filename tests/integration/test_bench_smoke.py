@@ -25,6 +25,10 @@ def test_the_bench_runs_on_a_tiny_mailbox(pg_server, tmp_path):
         "EWSSYNC_BENCH_CONNECTIONS": "5",
         "EWSSYNC_BENCH_MERGE_ROWS": "500",
         "EWSSYNC_BENCH_BASELINE_SAMPLE": "5",
+        "EWSSYNC_BENCH_PUSH_NEW": "30",
+        "EWSSYNC_BENCH_PUSH_CHANGED": "5",
+        "EWSSYNC_BENCH_PUSH_DELETED": "5",
+        "EWSSYNC_BENCH_PUSH_BASELINE_SAMPLE": "4",
         "EWSSYNC_BENCH_OUT": str(out),
     }
     result = subprocess.run(
@@ -42,6 +46,8 @@ def test_the_bench_runs_on_a_tiny_mailbox(pg_server, tmp_path):
         "changed items",
         "merge of",
         "DAG parsing",
+        "push 30 new",
+        "push 5 changed",
     ):
         assert scenario in result.stdout
     text = out.read_text()
