@@ -168,15 +168,20 @@ SELECT appointment_id FROM ewssync.push_intents WHERE conn_id = %(conn_id)s ORDE
 DELETE FROM ewssync.push_intents
  WHERE conn_id = %(conn_id)s AND appointment_id = ANY(%(appointment_ids)s::bigint[]);
 
--- name: pushed_link
--- After a create, an update or an adoption: the link records what both sides now hold.
+-- name: pushed_links
+-- After creates, updates or an adoption: each link records what both sides now hold (one JSON
+-- array of links, one round trip per batch).
 INSERT INTO ewssync.links
        (conn_id, appointment_id, ews_item_id, change_key, uid, recurrence_id, item_type,
         master_item_id, ews_fingerprint, local_fingerprint, local_version, starts_at, ends_at,
         synced, synced_version, synced_at)
-VALUES (%(conn_id)s, %(appointment_id)s, %(ews_item_id)s, %(change_key)s, %(uid)s,
-        %(recurrence_id)s, %(item_type)s, %(master_item_id)s, %(fingerprint)s, %(fingerprint)s,
-        %(version)s, %(starts_at)s, %(ends_at)s, %(synced)s::jsonb, %(version)s, now())
+SELECT %(conn_id)s, r.appointment_id, r.ews_item_id, r.change_key, r.uid, r.recurrence_id,
+       coalesce(r.item_type, 'Single'), r.master_item_id, r.fingerprint, r.fingerprint,
+       r.version, r.starts_at, r.ends_at, r.synced, r.version, now()
+  FROM jsonb_to_recordset(%(links)s::jsonb) AS r(
+       appointment_id bigint, ews_item_id text, change_key text, uid text,
+       recurrence_id timestamptz, item_type text, master_item_id text, fingerprint text,
+       version bigint, starts_at timestamptz, ends_at timestamptz, synced jsonb)
 ON CONFLICT (conn_id, appointment_id) DO UPDATE
    SET ews_item_id = EXCLUDED.ews_item_id, change_key = EXCLUDED.change_key,
        uid = coalesce(EXCLUDED.uid, ewssync.links.uid),

@@ -175,31 +175,43 @@ def write_fields(app_fields: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def written_fingerprint(row: dict[str, Any], record: AppointmentWrite) -> str:
-    """The fingerprint transform will compute when it reads the written item back, predicted
-    from the row (zone and reminder as written)."""
-    written = as_written(row, record) or row
+def written_fingerprints(pairs: Sequence[tuple[dict[str, Any], AppointmentWrite]]) -> list[str]:
+    """The fingerprints transform will compute when it reads the written items back, predicted
+    from the rows (zone, reminder and dates as written); one frame for the whole batch."""
+    if not pairs:
+        return []
+    columns: dict[str, list] = {name: [] for name in transform.FINGERPRINT_COLUMNS}
+    for row, record in pairs:
+        written = as_written(row, record) or row
+        values = {
+            "title": (row.get("title") or "").strip(),
+            "location": (row.get("location") or "").strip(),
+            "notes": row.get("notes") or "",
+            "notes_html": row.get("notes_html"),
+            "starts_at": written["starts_at"],
+            "ends_at": written["ends_at"],
+            "all_day": bool(row.get("all_day")),
+            "start_date": written["start_date"],
+            "end_date": written["end_date"],
+            "time_zone": record.time_zone,
+            "is_private": bool(row.get("is_private")),
+            "reminder_minutes": record.reminder_minutes,
+            "show_as": row.get("show_as") or "busy",
+            "category": row.get("category"),
+        }
+        for name in columns:
+            columns[name].append(values[name])
     frame = pd.DataFrame(
-        [
-            {
-                "title": (row.get("title") or "").strip(),
-                "location": (row.get("location") or "").strip(),
-                "notes": row.get("notes") or "",
-                "notes_html": row.get("notes_html"),
-                "starts_at": pd.Timestamp(written["starts_at"]).tz_convert("UTC"),
-                "ends_at": pd.Timestamp(written["ends_at"]).tz_convert("UTC"),
-                "all_day": bool(row.get("all_day")),
-                "start_date": written["start_date"],
-                "end_date": written["end_date"],
-                "time_zone": record.time_zone,
-                "is_private": bool(row.get("is_private")),
-                "reminder_minutes": record.reminder_minutes,
-                "show_as": row.get("show_as") or "busy",
-                "category": row.get("category"),
-            }
-        ]
+        {
+            name: pd.to_datetime(values, utc=True)
+            if name in ("starts_at", "ends_at")
+            else pd.Series(values, dtype=object)
+            for name, values in columns.items()
+        }
     )
-    return transform.fingerprints(frame).iloc[0]
+    frame["all_day"] = frame["all_day"].astype(bool)
+    frame["is_private"] = frame["is_private"].astype(bool)
+    return list(transform.fingerprints(frame))
 
 
 def as_written(row: dict[str, Any], record: AppointmentWrite) -> dict[str, Any] | None:
@@ -409,12 +421,12 @@ class Pusher:
             return
         found = self.calendar.find_stamped([str(appointment_id) for appointment_id in pending])
         with store.connect(self.dsn) as conn:
-            for stamp, item in found.items():
-                # Exchange's content is unknown here: synced None makes the next decision
-                # rewrite every field from the app row, which is what the create meant.
-                store.save_pushed_link(
-                    conn,
-                    self.conn_id,
+            # Exchange's content is unknown here: synced None makes the next decision rewrite
+            # every field from the app row, which is what the create meant.
+            store.save_pushed_links(
+                conn,
+                self.conn_id,
+                [
                     {
                         "appointment_id": int(stamp),
                         "ews_item_id": item.item_id,
@@ -428,8 +440,10 @@ class Pusher:
                         "starts_at": None,
                         "ends_at": None,
                         "synced": None,
-                    },
-                )
+                    }  # fmt: skip
+                    for stamp, item in found.items()
+                ],
+            )
             store.drop_push_intents(conn, self.conn_id, pending)
         self.report.adopted += len(found)
         log.info(
@@ -457,6 +471,7 @@ class Pusher:
                 store.drop_link(conn, self.conn_id, row["appointment_id"])
 
     def _link(self, row, record, result: WriteResult, **extra) -> dict[str, Any]:
+        """A link for ``_save_links`` (its fingerprint is computed there, for the batch)."""
         return {
             "appointment_id": row["appointment_id"],
             "ews_item_id": result.item_id,
@@ -465,12 +480,25 @@ class Pusher:
             "recurrence_id": extra.get("recurrence_id"),
             "item_type": extra.get("item_type", "Single"),
             "master_item_id": extra.get("master_item_id"),
-            "fingerprint": written_fingerprint(row, record),
+            "fingerprint": None,
             "version": row["version"],
             "starts_at": row["starts_at"],
             "ends_at": row["ends_at"],
             "synced": row["content"],
+            "_written": (row, record),
         }
+
+    def _save_links(self, conn, links: list[dict[str, Any]]) -> None:
+        """Record the links of a batch, and give the rows the values Exchange reports back."""
+        prints = written_fingerprints([link["_written"] for link in links])
+        rows = []
+        for link, fingerprint in zip(links, prints, strict=True):
+            link["fingerprint"] = fingerprint
+            rows.append(link.pop("_written"))
+        store.save_pushed_links(conn, self.conn_id, links)
+        store.normalize_pushed(
+            conn, self.conn_id, [n for n in (as_written(r, rec) for r, rec in rows) if n]
+        )
 
     def _not_pushed(self, row: dict, reason: str) -> None:
         self.report.not_pushed.append(
@@ -505,33 +533,23 @@ class Pusher:
             store.add_push_intents(conn, self.conn_id, [row["appointment_id"] for row, _ in batch])
         results = self.calendar.create_items([record for _, record in batch])
         self.crash("after_exchange_write")
-        done = []
-        normalize = []
-        with store.connect(self.dsn) as conn:
-            for (row, record), result in zip(batch, results, strict=True):
-                if not result.ok:
-                    self.report.failed.append(
-                        {"appointment_id": row["appointment_id"], "action": "create",
-                         "error": result.error, "message": result.message}
-                    )  # fmt: skip
-                    continue
-                series = record.recurrence is not None
-                store.save_pushed_link(
-                    conn,
-                    self.conn_id,
-                    self._link(
-                        row, record, result,
-                        uid=record.uid,
-                        item_type="RecurringMaster" if series else "Single",
-                    ),
+        links = []
+        for (row, record), result in zip(batch, results, strict=True):
+            if not result.ok:
+                self.report.failed.append(
+                    {"appointment_id": row["appointment_id"], "action": "create",
+                     "error": result.error, "message": result.message}
                 )  # fmt: skip
-                done.append(row["appointment_id"])
-                normalize.append(as_written(row, record))
-                if result.message:
-                    self._not_pushed(row, result.message)
+                continue
+            series = record.recurrence is not None
+            links.append(self._link(row, record, result, uid=record.uid,
+                                    item_type="RecurringMaster" if series else "Single"))  # fmt: skip
+            if result.message:
+                self._not_pushed(row, result.message)
+        with store.connect(self.dsn) as conn:  # the links and the end of the intents: one commit
+            self._save_links(conn, links)
             store.drop_push_intents(conn, self.conn_id, [r["appointment_id"] for r, _ in batch])
-            store.normalize_pushed(conn, self.conn_id, [n for n in normalize if n])
-        self.report.created += len(done)
+        self.report.created += len(links)
 
     def _create_occurrences(self, rows: list[dict]) -> None:
         """Occurrence rows the app inserted for a series: exceptions of its Exchange series."""
@@ -573,21 +591,20 @@ class Pusher:
             return
         results = self.calendar.update_occurrences([u for _, u, _, _ in updates])
         self.crash("after_exchange_write")
-        with store.connect(self.dsn) as conn:
-            for (row, update, original, master), result in zip(updates, results, strict=True):
-                if not result.ok:
-                    self.report.failed.append(
-                        {"appointment_id": row["appointment_id"], "action": "occurrence",
-                         "error": result.error, "message": result.message}
-                    )  # fmt: skip
-                    continue
-                store.save_pushed_link(
-                    conn, self.conn_id,
-                    self._link(row, update.record, result, uid=row["series_key"],
-                               recurrence_id=original, item_type="Exception",
-                               master_item_id=master["ews_item_id"]),
+        links = []
+        for (row, update, original, master), result in zip(updates, results, strict=True):
+            if not result.ok:
+                self.report.failed.append(
+                    {"appointment_id": row["appointment_id"], "action": "occurrence",
+                     "error": result.error, "message": result.message}
                 )  # fmt: skip
-                self.report.occurrences_changed += 1
+                continue
+            links.append(self._link(row, update.record, result, uid=row["series_key"],
+                                    recurrence_id=original, item_type="Exception",
+                                    master_item_id=master["ews_item_id"]))  # fmt: skip
+        with store.connect(self.dsn) as conn:
+            self._save_links(conn, links)
+        self.report.occurrences_changed += len(links)
 
     def update(self, items: list[tuple[dict, reconcile.Decision]], retry: bool = True) -> None:
         planned: list[tuple[dict, reconcile.Decision, ItemUpdate]] = []
@@ -612,24 +629,22 @@ class Pusher:
             batch = planned[low : low + MAX_BATCH]
             results = self.calendar.update_items([update for _, _, update in batch])
             self.crash("after_exchange_write")
+            links = []
+            for (row, decision, update), result in zip(batch, results, strict=True):
+                if result.ok:
+                    links.append(self._link(row, update.record, result, uid=row.get("uid"),
+                                            recurrence_id=row.get("recurrence_id"),
+                                            item_type=row.get("item_type") or "Single"))  # fmt: skip
+                elif result.error == CONFLICT and retry:
+                    conflicted.append((row, decision))
+                else:
+                    self.report.failed.append(
+                        {"appointment_id": row["appointment_id"], "action": "update",
+                         "error": result.error, "message": result.message}
+                    )  # fmt: skip
             with store.connect(self.dsn) as conn:
-                for (row, decision, update), result in zip(batch, results, strict=True):
-                    if result.ok:
-                        link = self._link(row, update.record, result,
-                                          uid=row.get("uid"), recurrence_id=row.get("recurrence_id"),
-                                          item_type=row.get("item_type") or "Single")  # fmt: skip
-                        store.save_pushed_link(conn, self.conn_id, link)
-                        store.normalize_pushed(
-                            conn, self.conn_id, [n for n in [as_written(row, update.record)] if n]
-                        )
-                        self.report.updated += 1
-                    elif result.error == CONFLICT and retry:
-                        conflicted.append((row, decision))
-                    else:
-                        self.report.failed.append(
-                            {"appointment_id": row["appointment_id"], "action": "update",
-                             "error": result.error, "message": result.message}
-                        )  # fmt: skip
+                self._save_links(conn, links)
+            self.report.updated += len(links)
         if conflicted:
             self._resolve_stale(conflicted)
         if exdate_deletes:

@@ -702,9 +702,14 @@ def drop_push_intents(conn, conn_id: str, appointment_ids: Sequence[int]) -> Non
         )
 
 
-def save_pushed_link(conn, conn_id: str, link: dict[str, Any]) -> None:
-    """Record what both sides hold after push wrote an item (or adopted one)."""
-    execute(conn, "pushed_link", {"conn_id": conn_id, **link, "synced": json.dumps(link["synced"])})
+def save_pushed_links(conn, conn_id: str, links: Sequence[dict[str, Any]]) -> None:
+    """Record what both sides hold after push wrote items (or adopted them), in one statement."""
+    if links:
+        execute(
+            conn,
+            "pushed_links",
+            {"conn_id": conn_id, "links": json.dumps(list(links), default=str)},
+        )
 
 
 def acknowledge_link(
