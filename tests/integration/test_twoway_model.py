@@ -35,6 +35,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from ewssync.exchange import open_calendar
 from ewssync.push import Crash
 from tests.conftest import create_database
 from tests.ewssim import EwsSimulator
@@ -49,8 +50,11 @@ PROFILES = {
     "nightly": {"max_examples": 2000, "stateful_step_count": 25, "derandomize": False},
     "quick": {"max_examples": 10, "stateful_step_count": 8, "derandomize": True},
 }
-PROFILE = PROFILES[os.environ.get("EWSSYNC_MODEL_PROFILE", "ci")]
+PROFILE = dict(PROFILES[os.environ.get("EWSSYNC_MODEL_PROFILE", "ci")])
+if os.environ.get("EWSSYNC_MODEL_EXAMPLES"):  # e.g. a short random hunt: profile nightly + 50
+    PROFILE["max_examples"] = int(os.environ["EWSSYNC_MODEL_EXAMPLES"])
 _titles = itertools.count(1)
+_examples = itertools.count(1)
 
 
 @dataclass
@@ -92,17 +96,6 @@ def shared(pg_server):
     Shared.drop()
 
 
-def _reset() -> None:
-    with psycopg2.connect(Shared.dsn) as conn, conn.cursor() as cur:
-        cur.execute("SET calendar.allow_purge = 'on'")
-        cur.execute(
-            "TRUNCATE ewssync.links, ewssync.sync_state, ewssync.sync_runs, "
-            "ewssync.staging_ews_items, ewssync.staging_appointments, ewssync.staging_seen, "
-            "ewssync.staging_runs, ewssync.push_intents, ewssync.pushed_deletions, "
-            "calendar.appointments, calendar.users RESTART IDENTITY CASCADE"
-        )
-
-
 slots = st.integers(min_value=0, max_value=20)  # hours after BASE, in steps of 7 hours
 
 
@@ -111,18 +104,23 @@ class TwoWaySync(RuleBasedStateMachine):
 
     def __init__(self):
         super().__init__()
-        _reset()
-        Shared.sim.mailboxes.clear()
-        self.mailbox = Shared.sim.add_mailbox("alice@example.com", "secret")
-        self.user = add_user(Shared.dsn)
+        # Each example has its own connection, app user and mailbox: nothing to clean up.
+        self.name = f"m{next(_examples)}"
+        self.email = f"{self.name}@example.com"
+        self.mailbox = Shared.sim.add_mailbox(self.email, "secret")
+        self.user = add_user(Shared.dsn, self.name, self.email)
         self.clock = 0
         self.all: list[Entity] = []
 
     @initialize(policy=st.sampled_from(["exchange_wins", "app_wins"]))
     def configure(self, policy):
         self.policy = policy
-        self.settings = settings_for(Shared.sim, conflict_policy=policy, weeks_ahead=8)
-        sync(self.settings, Shared.dsn)  # the check (schema, user, probe) once; then none
+        self.settings = settings_for(
+            Shared.sim, conn_id=f"ews_{self.name}", login=self.name, email=self.email,
+            conflict_policy=policy, weeks_ahead=8,
+        )  # fmt: skip
+        self.calendar = open_calendar(self.settings)
+        self.checked = False
 
     # --- edits in the app ---------------------------------------------------------------
 
@@ -229,9 +227,14 @@ class TwoWaySync(RuleBasedStateMachine):
 
     # --- syncs ----------------------------------------------------------------------------
 
+    def _first(self) -> bool:
+        """The example's first run also runs the check step (schema, user, one GetFolder)."""
+        first, self.checked = not self.checked, True
+        return first
+
     @rule()
     def sync_once(self):
-        sync(self.settings, Shared.dsn, check=False)
+        sync(self.settings, Shared.dsn, check=self._first(), calendar=self.calendar)
         self._resolve()
 
     @rule(point=st.sampled_from(["after_exchange_write", "between_load_and_push"]))
@@ -241,12 +244,24 @@ class TwoWaySync(RuleBasedStateMachine):
 
         try:
             if point == "between_load_and_push":
-                sync(self.settings, Shared.dsn, stop_after="load", check=False)
+                sync(
+                    self.settings,
+                    Shared.dsn,
+                    stop_after="load",
+                    check=False,
+                    calendar=self.calendar,
+                )
             else:
-                sync(self.settings, Shared.dsn, crash=die, check=False)
+                sync(
+                    self.settings,
+                    Shared.dsn,
+                    crash=die,
+                    check=self._first(),
+                    calendar=self.calendar,
+                )
         except Crash:
             pass
-        sync(self.settings, Shared.dsn, check=False)
+        sync(self.settings, Shared.dsn, check=self._first(), calendar=self.calendar)
         self._resolve()
 
     def _resolve(self) -> None:
@@ -317,20 +332,28 @@ class TwoWaySync(RuleBasedStateMachine):
                         (entity.item_id,),
                     )[0]
 
+    def _versions(self) -> int:
+        return self._sql(
+            "SELECT coalesce(sum(version), 0) FROM calendar.appointments WHERE owner_user_id = %s",
+            (self.user,),
+        )[0]
+
     def _check_quiet(self) -> None:
         """One more sync with no edits changes nothing on either side."""
-        versions = self._sql("SELECT coalesce(sum(version), 0) FROM calendar.appointments")[0]
+        versions = self._versions()
         keys = sorted((item.item_id, item.change_key) for item in self.mailbox.items())
         Shared.sim.reset_counters()
-        report = sync(self.settings, Shared.dsn, check=False)
-        assert self._sql("SELECT coalesce(sum(version), 0) FROM calendar.appointments")[0] == (
-            versions
-        ), f"a no-edit sync changed the app: {report['counts']}"
+        report = sync(self.settings, Shared.dsn, check=self._first(), calendar=self.calendar)
+        assert self._versions() == versions, f"a no-edit sync changed the app: {report['counts']}"
         assert sorted((i.item_id, i.change_key) for i in self.mailbox.items()) == keys
         # a no-change run: SyncFolderItems only (+ the check's GetFolder, skipped here)
         assert dict(Shared.sim.request_counts) == {"SyncFolderItems": 1}, (
             f"a no-edit sync sent {dict(Shared.sim.request_counts)}"
         )
+
+    def teardown(self):
+        if getattr(self, "calendar", None) is not None:
+            self.calendar.close()
 
     @invariant()
     def no_duplicates(self):
@@ -351,6 +374,7 @@ TwoWaySync.TestCase.settings = settings(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 200 examples take minutes, more on a loaded machine
 def test_two_way_sync_model(shared):
     TwoWaySync.TestCase().runTest()
 

@@ -17,13 +17,16 @@ NOW = datetime(2026, 11, 25, 10, tzinfo=UTC)  # a Wednesday
 _runs = itertools.count(1)
 
 
-def settings_for(sim, conn_id: str = "ews_alice", **extra) -> SyncSettings:
+def settings_for(
+    sim, conn_id: str = "ews_alice", login: str = "alice", email: str = "alice@example.com",
+    **extra,
+) -> SyncSettings:  # fmt: skip
     extra = {
-        "app_user": "alice", "exchange_timezone": "Europe/Berlin", "weeks_back": 2,
+        "app_user": login, "exchange_timezone": "Europe/Berlin", "weeks_back": 2,
         "weeks_ahead": 8, "use_2007_protocol": sim.dialect == "Exchange2007_SP1", **extra,
     }  # fmt: skip
     fields = {
-        "conn_id": conn_id, "conn_type": "ews", "host": sim.url, "login": "alice@example.com",
+        "conn_id": conn_id, "conn_type": "ews", "host": sim.url, "login": email,
         "password": "secret", "description": "", "port": None, "schema": None, "extra": extra,
     }  # fmt: skip
     return SyncSettings.from_connection(type("Conn", (), fields)())
@@ -45,6 +48,7 @@ def sync(
     crash=None,
     stop_after: str = "",
     check: bool = True,
+    calendar=None,
     **params,
 ) -> dict[str, Any]:
     """One run: check, extract, transform, load, push, report (as the DAG runs them).
@@ -52,9 +56,12 @@ def sync(
     :param stop_after: end the run after this step (a crash between steps).
     :param check: run the check step (schema, user, one GetFolder); off in the model test,
         where nothing it checks changes between runs.
+    :param calendar: an open calendar to reuse (kept open); by default one per run, as a DAG
+        run's tasks open their own.
     """
     run_key = f"run-{next(_runs)}"
-    calendar = open_calendar(settings)
+    own = calendar is None
+    calendar = open_calendar(settings) if own else calendar
     try:
         if check:
             pipeline.check(settings, dsn, calendar)
@@ -69,7 +76,8 @@ def sync(
                       allow_mass_delete=params.get("allow_mass_delete", False))  # fmt: skip
         return pipeline.report(settings, dsn, run_key)
     finally:
-        calendar.close()
+        if own:
+            calendar.close()
 
 
 def insert(dsn: str, user_id: int, **fields) -> int:
