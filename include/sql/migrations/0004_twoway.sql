@@ -1,6 +1,6 @@
 -- Two-way sync: the app side each link last agreed on, stamps for crash adoption, push bookkeeping,
 -- conflicts and skipped appointments per run.
--- depends: 0002_ewssync
+-- depends: 0002_ewssync 0003_reliability
 
 -- An appointment's content in one canonical JSON form (instants as UTC 'Z' strings, dates as
 -- ISO dates): the planner compares the app row now with what the link recorded at the last sync.
