@@ -32,9 +32,11 @@ WITH candidates AS (
            NULL
       FROM candidates c
     RETURNING appointment_id
+), dropped AS (
+    DELETE FROM ewssync.push_intents p USING linked
+     WHERE p.conn_id = %(conn_id)s AND p.appointment_id = linked.appointment_id
 )
-DELETE FROM ewssync.push_intents p USING linked
- WHERE p.conn_id = %(conn_id)s AND p.appointment_id = linked.appointment_id;
+SELECT count(*) AS adopted FROM linked;
 
 -- name: pull_pairs
 -- Linked items this run read as changed (or confirmed gone) whose app row also changed since the

@@ -357,6 +357,7 @@ def push(
     is still to do from the links."""
     started = time.perf_counter()
     with store.connect(dsn) as conn:
+        claim(settings, conn, run_key)
         user = store.find_user(conn, settings.app_user)
     settings.validate_app_user(user)
     report = push_step.Pusher(

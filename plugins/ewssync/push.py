@@ -617,6 +617,12 @@ class Pusher:
                 self._not_pushed(row, why)
                 continue
             fields = write_fields(decision.fields)
+            if "recurrence" in fields and not row.get("recurrence_rule"):
+                # a single item has no pattern to write (a series cannot become a single one)
+                fields = tuple(f for f in fields if f != "recurrence")
+                if row.get("item_type") == "RecurringMaster":
+                    self._not_pushed(row, "recurrence_rule removed from a series: delete the "
+                                          "series and create a single appointment instead")  # fmt: skip
             if "recurrence" in fields:
                 fields, refs = self._series_change(row, record, fields)
                 exdate_deletes.extend((row, ref) for ref in refs)

@@ -612,9 +612,10 @@ def merge(
 def adopt_stamped(conn, conn_id: str, run_key: str, user_id: int) -> int:
     """Link staged items stamped with one of the user's unlinked appointments (a create whose
     answer was lost); return how many were adopted."""
-    return execute_rowcount(
+    rows = execute(
         conn, "adopt_stamped", {"conn_id": conn_id, "run_key": run_key, "user_id": user_id}
     )
+    return int(rows[0]["adopted"])
 
 
 def pull_pairs(conn, conn_id: str, run_key: str) -> list[dict[str, Any]]:

@@ -15,6 +15,8 @@ from tests.integration.twoway_support import (
     delete,
     insert,
     live,
+    new_run_key,
+    resume,
     run_row,
     settings_for,
     sync,
@@ -236,13 +238,34 @@ def test_a_crash_after_exchange_accepted_the_create_does_not_duplicate(two_way):
     def die(point):
         raise Crash(point)
 
+    run_key = new_run_key()
     with pytest.raises(Crash):
-        sync(settings, dsn, crash=die)
+        sync(settings, dsn, crash=die, run_key=run_key)
     assert len(mb.items()) == 1  # Exchange has it, Postgres has no link
-    report = sync(settings, dsn)  # the retry adopts the stamped item
+    two_way["sim"].reset_counters()
+    report = resume(settings, dsn, run_key)  # Airflow retries push: it adopts the stamped item
     assert len(mb.items()) == 1 and len(live(dsn)) == 1
-    assert report["counts"]["pushed_created"] == 0
+    assert report["counts"]["pushed_created"] == 0 and report["counts"]["pushed_adopted"] == 1
+    assert "CreateItem" not in two_way["sim"].request_counts
     report = sync(settings, dsn)
+    assert len(mb.items()) == 1 and len(live(dsn)) == 1
+
+
+def test_an_unrecorded_create_found_by_the_next_run_is_adopted_not_imported(two_way):
+    """The pull side adopts a stamped item too (its intent gone, e.g. lost with the database)."""
+    dsn, user, mb, settings = (
+        two_way["dsn"],
+        two_way["user"],
+        two_way["mailbox"],
+        two_way["settings"],
+    )
+    sync(settings, dsn)
+    appointment = insert(dsn, user, title="Visit", starts_at=at(26, 8), ends_at=at(26, 9))
+    # Exchange got the stamped item; Postgres never heard back
+    mb.create(subject="Visit", start=at(26, 8), end=at(26, 9), timezone=BERLIN,
+              extended={"PublicStrings:ewssyncAppointmentId": str(appointment)})  # fmt: skip
+    report = sync(settings, dsn)
+    assert report["counts"]["pulled_adopted"] == 1 and report["counts"]["pulled_created"] == 0
     assert len(mb.items()) == 1 and len(live(dsn)) == 1
 
 

@@ -39,7 +39,7 @@ from ewssync.exchange import open_calendar
 from ewssync.push import Crash
 from tests.conftest import create_database
 from tests.ewssim import EwsSimulator
-from tests.integration.twoway_support import add_user, settings_for, sync
+from tests.integration.twoway_support import add_user, new_run_key, resume, settings_for, sync
 
 BASE = datetime(2026, 11, 23, 8, tzinfo=UTC)  # the Monday of NOW's week, 08:00 UTC
 FAR = timedelta(days=200)  # beyond weeks_ahead: out of the window
@@ -242,26 +242,18 @@ class TwoWaySync(RuleBasedStateMachine):
         def die(where):
             raise Crash(where)
 
+        run_key = new_run_key()
         try:
             if point == "between_load_and_push":
-                sync(
-                    self.settings,
-                    Shared.dsn,
-                    stop_after="load",
-                    check=False,
-                    calendar=self.calendar,
-                )
+                sync(self.settings, Shared.dsn, stop_after="load", check=self._first(),
+                     calendar=self.calendar, run_key=run_key)  # fmt: skip
             else:
-                sync(
-                    self.settings,
-                    Shared.dsn,
-                    crash=die,
-                    check=self._first(),
-                    calendar=self.calendar,
-                )
+                sync(self.settings, Shared.dsn, crash=die, check=self._first(),
+                     calendar=self.calendar, run_key=run_key)  # fmt: skip
         except Crash:
             pass
-        sync(self.settings, Shared.dsn, check=self._first(), calendar=self.calendar)
+        # Airflow retries the task that died (the same run): push again, then report
+        resume(self.settings, Shared.dsn, run_key, calendar=self.calendar)
         self._resolve()
 
     def _resolve(self) -> None:

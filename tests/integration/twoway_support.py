@@ -9,8 +9,10 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 
-from ewssync import pipeline
+from ewssync import pipeline, store
+from ewssync.errors import SafetyStop
 from ewssync.exchange import open_calendar
+from ewssync.push import Crash
 from ewssync.settings import SyncSettings
 
 NOW = datetime(2026, 11, 25, 10, tzinfo=UTC)  # a Wednesday
@@ -49,6 +51,7 @@ def sync(
     stop_after: str = "",
     check: bool = True,
     calendar=None,
+    run_key: str | None = None,
     **params,
 ) -> dict[str, Any]:
     """One run: check, extract, transform, load, push, report (as the DAG runs them).
@@ -59,7 +62,7 @@ def sync(
     :param calendar: an open calendar to reuse (kept open); by default one per run, as a DAG
         run's tasks open their own.
     """
-    run_key = f"run-{next(_runs)}"
+    run_key = run_key or new_run_key()
     own = calendar is None
     calendar = open_calendar(settings) if own else calendar
     try:
@@ -74,6 +77,31 @@ def sync(
             return {"run_key": run_key}
         pipeline.push(settings, dsn, calendar, run_key, now, crash=crash,
                       allow_mass_delete=params.get("allow_mass_delete", False))  # fmt: skip
+        return pipeline.report(settings, dsn, run_key)
+    except Exception as exc:
+        if not isinstance(exc, Crash):  # a dead process has no failure callback
+            # what the DAG's failure callback does (pipeline.record_failure): the run's row
+            # says failed/stopped, which also frees the connection for the next run
+            status = "stopped" if isinstance(exc, SafetyStop) else "failed"
+            with store.connect(dsn) as conn:
+                store.record_failure(conn, settings.conn_id, run_key, status, str(exc)[:2000])
+        raise
+    finally:
+        if own:
+            calendar.close()
+
+
+def new_run_key() -> str:
+    return f"run-{next(_runs)}"
+
+
+def resume(settings: SyncSettings, dsn: str, run_key: str, now: datetime = NOW, *,
+           calendar=None) -> dict[str, Any]:  # fmt: skip
+    """The rest of a run that died in (or before) push, as Airflow retries it: push, report."""
+    own = calendar is None
+    calendar = open_calendar(settings) if own else calendar
+    try:
+        pipeline.push(settings, dsn, calendar, run_key, now)
         return pipeline.report(settings, dsn, run_key)
     finally:
         if own:
