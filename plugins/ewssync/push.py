@@ -592,7 +592,13 @@ class Pusher:
         results = self.calendar.update_occurrences([u for _, u, _, _ in updates])
         self.crash("after_exchange_write")
         links = []
+        lone: list[tuple[dict, AppointmentWrite]] = []
         for (row, update, original, master), result in zip(updates, results, strict=True):
+            if result.error == NOT_FOUND:
+                # The occurrence was deleted from its series (in Outlook) and the app's edit won:
+                # Exchange cannot restore it, so the app's version becomes a single appointment.
+                lone.append((row, to_write(row, self.settings, new=True)[0]))
+                continue
             if not result.ok:
                 self.report.failed.append(
                     {"appointment_id": row["appointment_id"], "action": "occurrence",
@@ -605,6 +611,12 @@ class Pusher:
         with store.connect(self.dsn) as conn:
             self._save_links(conn, links)
         self.report.occurrences_changed += len(links)
+        if lone:
+            log.info(
+                "connection %s: %d occurrences deleted in Exchange but kept in the app are "
+                "created as single appointments", self.conn_id, len(lone),
+            )  # fmt: skip
+            self._create_batch(lone)
 
     def update(self, items: list[tuple[dict, reconcile.Decision]], retry: bool = True) -> None:
         planned: list[tuple[dict, reconcile.Decision, ItemUpdate]] = []

@@ -31,6 +31,7 @@ from hypothesis.stateful import (
     consumes,
     initialize,
     invariant,
+    multiple,
     precondition,
     rule,
 )
@@ -70,6 +71,8 @@ class Entity:
     app_edit_time: int = 0
     exchange_edit_time: int = 0
     gone: bool = False
+    master_id: str | None = None  # an occurrence of a series: its master and original start
+    original: datetime | None = None
 
     def content(self) -> tuple[str, datetime]:
         return (self.title, self.start)
@@ -111,6 +114,8 @@ class TwoWaySync(RuleBasedStateMachine):
         self.user = add_user(Shared.dsn, self.name, self.email)
         self.clock = 0
         self.all: list[Entity] = []
+        self.series = 0
+        self.series_dirty = False  # a series changed from the app side: read back once more
 
     @initialize(policy=st.sampled_from(["exchange_wins", "app_wins"]))
     def configure(self, policy):
@@ -168,9 +173,10 @@ class TwoWaySync(RuleBasedStateMachine):
     def edit_in_app(self, entity, far, hours):
         if not self._on_app(entity):
             return
-        far = far and entity.app_edit != ("created",)  # a new item outside the window is not synced
+        # a new item outside the window is not synced; occurrences stay near their series
+        far = far and entity.app_edit != ("created",) and entity.master_id is None
         title = f"{entity.title.split('~')[0]}~a{next(_titles)}"
-        start = self._current(entity, "app")[1] + (FAR if far else timedelta(hours=hours))
+        start = self._moved(self._current(entity, "app")[1], far, hours)
         self._sql(
             "UPDATE calendar.appointments SET title = %s, starts_at = %s, ends_at = %s "
             "WHERE id = %s",
@@ -180,17 +186,24 @@ class TwoWaySync(RuleBasedStateMachine):
             entity.app_edit = (title, start)
         entity.app_edit_time = self._tick()
         self._pending_content(entity, "app", title, start)
+        self.series_dirty |= entity.master_id is not None
 
     @rule(entity=entities, far=st.booleans(), hours=st.integers(-14, 14))
     def edit_in_exchange(self, entity, far, hours):
         if not self._on_exchange(entity):
             return
-        far = far and entity.exchange_edit != ("created",)
+        far = far and entity.exchange_edit != ("created",) and entity.master_id is None
         title = f"{entity.title.split('~')[0]}~x{next(_titles)}"
-        start = self._current(entity, "exchange")[1] + (FAR if far else timedelta(hours=hours))
-        self.mailbox.update(
-            entity.item_id, subject=title, start=start, end=start + timedelta(hours=1)
-        )
+        start = self._moved(self._current(entity, "exchange")[1], far, hours)
+        if entity.master_id:  # an occurrence edited in Outlook becomes an exception
+            self.mailbox.modify_occurrence(
+                entity.master_id, entity.original, subject=title, start=start,
+                end=start + timedelta(hours=1),
+            )  # fmt: skip
+        else:
+            self.mailbox.update(
+                entity.item_id, subject=title, start=start, end=start + timedelta(hours=1)
+            )
         if entity.exchange_edit != ("created",):
             entity.exchange_edit = (title, start)
         entity.exchange_edit_time = self._tick()
@@ -202,13 +215,47 @@ class TwoWaySync(RuleBasedStateMachine):
             return
         self._sql("DELETE FROM calendar.appointments WHERE id = %s", (entity.app_id,))
         self._deleted(entity, "app")
+        self.series_dirty |= entity.master_id is not None
 
     @rule(entity=entities)
     def delete_in_exchange(self, entity):
         if not self._on_exchange(entity) or self.mailbox.get(entity.item_id) is None:
             return
-        self.mailbox.delete(entity.item_id)
+        if entity.master_id:  # a deleted occurrence of its series
+            self.mailbox.delete_occurrence(entity.master_id, entity.original)
+        else:
+            self.mailbox.delete(entity.item_id)
         self._deleted(entity, "exchange")
+
+    @rule(target=entities, slot=slots)
+    def create_series_in_app(self, slot):
+        """A series written in the app (daily, 3 occurrences): one series in Exchange, whose
+        occurrences come back as rows; each is then an entity of its own (edited or deleted on
+        either side like any appointment)."""
+        if self.series >= 2:
+            return multiple()
+        self.series += 1
+        start = BASE + timedelta(hours=7 * slot)
+        title = f"S{next(_titles)}"
+        self._sql(
+            "INSERT INTO calendar.appointments (owner_user_id, title, starts_at, ends_at, "
+            "time_zone, series_key, recurrence_rule) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (self.user, title, start, start + timedelta(hours=1), "Europe/Berlin",
+             f"{title}@{self.name}", "FREQ=DAILY;COUNT=3"),
+        )  # fmt: skip
+        self.series_dirty = True
+        occurrences = []
+        for day in range(3):
+            entity = Entity(title, start + timedelta(days=day))
+            entity.app_edit = ("series",)  # exists once the series is synced and read back
+            self.all.append(entity)
+            occurrences.append(entity)
+        return multiple(*occurrences)
+
+    def _moved(self, start: datetime, far: bool, hours: int) -> datetime:
+        if far:  # out of the window, or back into it
+            return start - FAR if start > BASE + FAR / 2 else start + FAR
+        return start + timedelta(hours=hours)
 
     def _deleted(self, entity: Entity, side: str) -> None:
         edit = getattr(entity, f"{side}_edit")
@@ -264,7 +311,7 @@ class TwoWaySync(RuleBasedStateMachine):
             app, exchange = entity.app_edit, entity.exchange_edit
             app_now = self._current(entity, "app")
             exchange_now = self._current(entity, "exchange")
-            if app == ("created",):
+            if app in (("created",), ("series",)):
                 entity.title, entity.start = app_now
             elif exchange == ("created",):
                 entity.title, entity.start = exchange_now
@@ -288,41 +335,55 @@ class TwoWaySync(RuleBasedStateMachine):
             for side in ("app", "exchange"):
                 if hasattr(entity, f"_{side}_now"):
                     delattr(entity, f"_{side}_now")
-        self._synced = True
+        if self.series_dirty:
+            # A series changed from the app side is read back in the next run (its occurrences
+            # get rows, exceptions their new change keys): that run is part of the sync.
+            sync(self.settings, Shared.dsn, check=self._first(), calendar=self.calendar)
+            self.series_dirty = False
         self._check_converged()
         self._check_quiet()
 
     # --- checks ---------------------------------------------------------------------------
 
     def _app_side(self) -> list[tuple[str, datetime]]:
+        """The app's appointments: singles and occurrence rows (a series' definition row is
+        not an appointment of its own)."""
         with psycopg2.connect(Shared.dsn) as conn, conn.cursor() as cur:
             cur.execute(
-                "SELECT title, starts_at FROM calendar.live_appointments "
-                "WHERE owner_user_id = %s ORDER BY title",
+                "SELECT title, starts_at, id FROM calendar.live_appointments "
+                "WHERE owner_user_id = %s AND recurrence_rule IS NULL ORDER BY title",
                 (self.user,),
             )
-            return [(title, start) for title, start in cur.fetchall()]
+            return [(title, start) for title, start, _ in cur.fetchall()]
+
+    def _exchange_items(self):
+        """What Outlook shows: singles, occurrences and exceptions, near and far."""
+        return self.mailbox.occurrences(BASE - timedelta(days=60), BASE + 2 * FAR)
 
     def _exchange_side(self) -> list[tuple[str, datetime]]:
-        return sorted((item.subject, item.start) for item in self.mailbox.items())
+        return sorted((item.subject, item.start) for item in self._exchange_items())
 
     def _check_converged(self) -> None:
         expected = sorted(e.content() for e in self.all if not e.gone)
         app, exchange = sorted(self._app_side()), self._exchange_side()
         assert app == expected, f"app side {app} != model {expected}"
         assert exchange == expected, f"Exchange side {exchange} != model {expected}"
-        # the model's ids follow the item (a recreated item has a new id)
-        by_title = {item.subject: item.item_id for item in self.mailbox.items()}
+        # the model's ids follow the items (a recreated item has a new id; an occurrence
+        # recreated as a single appointment is no longer an occurrence)
+        shown = {(item.subject, item.start): item for item in self._exchange_items()}
         for entity in self.all:
-            if not entity.gone:
-                entity.item_id = by_title[entity.title]
-                stamp = self.mailbox.get(entity.item_id).extended.get(STAMP)
-                entity.app_id = entity.app_id or (int(stamp) if stamp else None)
-                if entity.app_id is None:
-                    entity.app_id = self._sql(
-                        "SELECT appointment_id FROM ewssync.links WHERE ews_item_id = %s",
-                        (entity.item_id,),
-                    )[0]
+            if entity.gone:
+                continue
+            item = shown[entity.content()]
+            entity.item_id = item.item_id
+            entity.master_id = entity.original = None
+            if item.item_type in ("Occurrence", "Exception"):
+                master, original = self.mailbox.resolve_occurrence(item.item_id)
+                entity.master_id, entity.original = master.item_id, original
+            entity.app_id = self._sql(
+                "SELECT appointment_id FROM ewssync.links WHERE conn_id = %s AND ews_item_id = %s",
+                (self.settings.conn_id, item.item_id),
+            )[0]
 
     def _versions(self) -> int:
         return self._sql(
@@ -333,11 +394,11 @@ class TwoWaySync(RuleBasedStateMachine):
     def _check_quiet(self) -> None:
         """One more sync with no edits changes nothing on either side."""
         versions = self._versions()
-        keys = sorted((item.item_id, item.change_key) for item in self.mailbox.items())
+        keys = sorted((item.item_id, item.change_key) for item in self._exchange_items())
         Shared.sim.reset_counters()
         report = sync(self.settings, Shared.dsn, check=self._first(), calendar=self.calendar)
         assert self._versions() == versions, f"a no-edit sync changed the app: {report['counts']}"
-        assert sorted((i.item_id, i.change_key) for i in self.mailbox.items()) == keys
+        assert sorted((i.item_id, i.change_key) for i in self._exchange_items()) == keys
         # a no-change run: SyncFolderItems only (+ the check's GetFolder, skipped here)
         assert dict(Shared.sim.request_counts) == {"SyncFolderItems": 1}, (
             f"a no-edit sync sent {dict(Shared.sim.request_counts)}"
