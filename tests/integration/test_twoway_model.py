@@ -47,7 +47,7 @@ FAR = timedelta(days=200)  # beyond weeks_ahead: out of the window
 STAMP = "PublicStrings:ewssyncAppointmentId"
 
 PROFILES = {
-    "ci": {"max_examples": 200, "stateful_step_count": 6, "derandomize": True},
+    "ci": {"max_examples": 200, "stateful_step_count": 4, "derandomize": True},
     "nightly": {"max_examples": 2000, "stateful_step_count": 25, "derandomize": False},
     "quick": {"max_examples": 10, "stateful_step_count": 8, "derandomize": True},
 }
