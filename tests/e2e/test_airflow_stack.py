@@ -81,7 +81,7 @@ def test_a_connection_saved_through_the_api_gets_its_dag_runs_on_celery_and_goes
         )
     good = api.task_instances(f"ewssync__{GOOD}", runs[GOOD])
     assert {task: ti["state"] for task, ti in good.items()} == dict.fromkeys(
-        ("check", "extract", "transform", "load", "report"), "success"
+        ("check", "extract", "transform", "load", "push", "report"), "success"
     )
     assert {ti["queue"] for ti in good.values()} == {stack.queue}  # the stack's Celery queue
     with psycopg2.connect(stack.calendar_dsn) as conn, conn.cursor() as cur:
