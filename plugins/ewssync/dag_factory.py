@@ -175,6 +175,7 @@ def build_dag(conn_id: str, settings: SyncSettings) -> DAG:
             )
 
         @task(task_id="push")
+        @fail_fast
         def push() -> dict:
             context = get_current_context()
             current = pipeline.load_settings(conn_id)
