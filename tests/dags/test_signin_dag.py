@@ -19,7 +19,7 @@ from tests.identitysim import IdentitySimulator
 
 NOW = datetime(2026, 11, 25, 10, tzinfo=UTC)
 PASSWORD = "Dag-Ntlm-Pa55!"  # noqa: S105
-STEPS = ["check", "extract", "transform", "load", "report"]
+STEPS = ["check", "extract", "transform", "load", "push", "report"]
 
 
 @pytest.fixture
