@@ -56,12 +56,12 @@ def test_token_issued_for_the_scope_and_cached_per_process(idp):
 
 
 def test_token_refreshed_before_it_expires(idp):
-    idp.token_lifetime = oauth.REFRESH_BEFORE + 2
+    idp.token_lifetime = oauth.REFRESH_BEFORE + 6
     app = idp.add_app(roles={EXCHANGE_ONLINE: ["full_access_as_app"]})
     cred = credential(idp, app)
     first = get_token(cred, EWS_SCOPE)
     assert get_token(cred, EWS_SCOPE) is first
-    time.sleep(3)  # now less than REFRESH_BEFORE seconds are left
+    time.sleep(7)  # now less than REFRESH_BEFORE seconds are left
     second = get_token(cred, EWS_SCOPE)
     assert second is not first and second.value != first.value
     assert idp.request_counts["token"] == 2
