@@ -442,11 +442,20 @@ def _copy(conn, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]
 
 
 def _csv_value(value: Any) -> Any:
-    if isinstance(value, np.generic):  # numpy scalars: plain Python values
-        value = value.item()
-    if value is None or value is pd.NaT or value is pd.NA:
+    kind = type(value)
+    if kind is str:  # the common case first: this runs once per field of every staged row
+        return value
+    if value is None:
         return _NULL
-    if isinstance(value, float) and value != value:  # NaN
+    if kind is bool:
+        return "t" if value else "f"
+    if kind is int:
+        return value
+    if kind is float:
+        return _NULL if value != value else value  # NaN is NULL
+    if isinstance(value, np.generic):  # numpy scalars: plain Python values
+        return _csv_value(value.item())
+    if value is pd.NaT or value is pd.NA:
         return _NULL
     if isinstance(value, list | tuple):
         # Postgres array literal; every element quoted so commas and braces survive.
@@ -454,12 +463,10 @@ def _csv_value(value: Any) -> Any:
             '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in value
         )
         return "{" + inner + "}"
-    if isinstance(value, bool):
-        return "t" if value else "f"
     if hasattr(value, "isoformat"):
         return value.isoformat()
-    if isinstance(value, int | float):
-        return value
+    if isinstance(value, int | float):  # subclasses (e.g. pandas' or decimal-like numbers)
+        return _csv_value(float(value)) if isinstance(value, float) else int(value)
     return str(value)
 
 

@@ -96,3 +96,23 @@ def test_credentials_in_the_server_are_refused_without_echoing_them(server):
     with pytest.raises(SettingsError) as caught:
         service_endpoint_for("ews_x", server)
     assert "Sup3rSecret" not in str(caught.value) and "alice" not in str(caught.value)
+
+
+def test_copy_values_keep_strings_quoted_and_nulls_unquoted():
+    import csv
+    import io
+
+    import numpy as np
+
+    from ewssync.store import _NULL_TEXT, _csv_value
+
+    values = [None, "", "\\N", "nan", True, np.bool_(False), 3, np.int64(4), 2.5, float("nan"),
+              pd.NaT, pd.NA, date(2026, 11, 26), ["a,b", 'c"d']]  # fmt: skip
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC).writerow(
+        [_csv_value(v) for v in values]
+    )
+    fields = buffer.getvalue().rstrip("\n").split(",")
+    assert fields[:4] == [_NULL_TEXT, '""', '"\\N"', '"nan"']  # only the NULL is unquoted nan
+    assert fields[4:10] == ['"t"', '"f"', "3", "4", "2.5", _NULL_TEXT]
+    assert fields[10:13] == [_NULL_TEXT, _NULL_TEXT, '"2026-11-26"']
