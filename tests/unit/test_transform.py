@@ -700,7 +700,9 @@ def test_summarize():
 
 
 @pytest.mark.slow
-def test_100k_rows_in_a_few_seconds():
+def test_100k_rows_normalize_whole():
+    # How fast this runs is make bench's business (no timing assertions in tests); here: at scale,
+    # every row comes out, each with its own fingerprint.
     rows = [
         item(
             item_id=f"i{i}",
@@ -714,9 +716,6 @@ def test_100k_rows_in_a_few_seconds():
         for i in range(100_000)
     ]
     raw = raw_frame(*rows)
-    started = time.perf_counter()
     frame = normalize(raw, keep_html=True, sync_private=True, fallback_zone="Europe/Berlin")
-    elapsed = time.perf_counter() - started
     assert len(frame) == 100_000
     assert frame["fingerprint"].nunique() == 100_000
-    assert elapsed < 10, f"normalize took {elapsed:.1f} s for 100k rows"
