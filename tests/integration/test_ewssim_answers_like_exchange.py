@@ -14,6 +14,7 @@ from ewssync.errors import ExchangeError
 from ewssync.exchange import open_calendar
 from ewssync.settings import SyncSettings
 from tests.conftest import SHARED
+from tests.integration.test_ewssim_wire import record_responses
 
 SOAP_BODY = "{http://schemas.xmlsoap.org/soap/envelope/}Body"
 
@@ -73,15 +74,7 @@ def test_the_error_answers_validate_against_the_ews_schema(sim):
     xmlschema = pytest.importorskip("xmlschema")
     schema = xmlschema.XMLSchema(str(SHARED / "ews-schema" / "messages.xsd"), validation="lax")
     sim.add_mailbox("dave@example.com", password="pw", calendar_access=False)
-    responses: list[bytes] = []
-    serve = sim.handle
-
-    def recording(auth, body):
-        status, payload = serve(auth, body)
-        responses.append(payload)
-        return status, payload
-
-    sim.handle = recording
+    responses = record_responses(sim)
     for mailbox in ("dave@example.com", "nobody@example.com"):
         calendar = open_calendar(settings_for(sim, mailbox=mailbox))
         for read in (

@@ -19,7 +19,12 @@ from ewssync.exchange import (
 )
 from ewssync.settings import SyncSettings
 from tests.ewssim import EwsSimulator
-from tests.integration.test_ewssim_wire import SOAP_BODY, connection, schema  # noqa: F401
+from tests.integration.test_ewssim_wire import (  # noqa: F401
+    SOAP_BODY,
+    connection,
+    record_responses,
+    schema,
+)
 
 T0 = datetime(2026, 11, 23, 7, tzinfo=UTC)
 
@@ -28,15 +33,7 @@ T0 = datetime(2026, 11, 23, 7, tzinfo=UTC)
 def test_push_responses_validate_against_the_ews_schema(schema, dialect):  # noqa: F811
     sim = EwsSimulator(dialect=dialect)
     sim.add_mailbox("alice@example.com", password="secret")
-    responses: list[bytes] = []
-    serve = sim.handle
-
-    def recording(auth, body):
-        status, payload = serve(auth, body)
-        responses.append(payload)
-        return status, payload
-
-    sim.handle = recording
+    responses = record_responses(sim)
     sim.start()
     try:
         calendar = open_calendar(
