@@ -183,33 +183,46 @@ def execute_rowcount(conn, name: str, params: dict[str, Any]) -> int:
 # --- migrations --------------------------------------------------------------------------------
 
 
-def migrate(dsn: str) -> list[str]:
+def migrate(dsn: str, *, lock_timeout: float | None = None) -> list[str]:
     """Apply pending migrations from include/sql/migrations (yoyo: transactional, recorded, locked).
+
+    The migrating session has the same ``lock_timeout`` as every other (seconds; default from
+    $EWSSYNC_DB_LOCK_TIMEOUT_SECONDS): a migration's DDL waiting behind an app transaction
+    would otherwise wait forever, and queue every later query on that table behind it. On the
+    timeout nothing is applied (each migration is one transaction) and StoreError says why.
 
     :return: ids of the migrations applied now (empty when the schema was current).
     """
     from yoyo import get_backend, read_migrations
 
-    with connect(dsn) as conn, conn.cursor() as cur:
+    with connect(dsn, lock_timeout=lock_timeout) as conn, conn.cursor() as cur:
         # yoyo keeps its bookkeeping in the schema it is pointed at; it must exist first.
         cur.execute("CREATE SCHEMA IF NOT EXISTS ewssync")
-    backend = get_backend(_yoyo_uri(dsn))
+    lock_ms = int(1000 * (LOCK_TIMEOUT_SECONDS if lock_timeout is None else lock_timeout))
+    backend = get_backend(_yoyo_uri(dsn, options=f"-c lock_timeout={lock_ms}"))
     try:
         migrations = read_migrations(str(sql_dir() / "migrations"))
         with backend.lock():
             pending = backend.to_apply(migrations)
             backend.apply_migrations(pending)
         return [m.id for m in pending]
+    except psycopg2.errors.LockNotAvailable as exc:
+        raise StoreError(
+            f"migrating the calendar database ({_safe_dsn(dsn)}): waited {lock_ms / 1000:g} s "
+            "for a lock another session holds (lock_timeout; an open transaction of the app?); "
+            "the migration was rolled back, retry when that transaction has ended. "
+            f"Database says: {str(exc).strip()}"
+        ) from exc
     finally:
         backend.connection.close()
 
 
-def _yoyo_uri(dsn: str) -> str:
+def _yoyo_uri(dsn: str, **args: str) -> str:
     if "://" not in dsn:
         raise StoreError("the calendar database must be given as a postgresql:// URI")
     parts = urlsplit(dsn)
     scheme = "postgresql"  # yoyo's psycopg2 backend
-    extra = urlencode({"schema": "ewssync"})
+    extra = urlencode({"schema": "ewssync", **args})  # yoyo hands other args to psycopg2
     query_part = f"{parts.query}&{extra}" if parts.query else extra
     return urlunsplit((scheme, parts.netloc, parts.path, query_part, ""))
 

@@ -55,6 +55,34 @@ def test_migrations_apply_once_and_a_second_run_is_a_no_op(empty_db):
     assert _schema_snapshot(empty_db) == before
 
 
+def test_a_migration_behind_an_app_transaction_gives_up_and_applies_nothing(
+    empty_db, tmp_path, monkeypatch
+):
+    """A migration's DDL waiting behind an open app transaction times out (lock_timeout) with a
+    clear error instead of waiting forever; nothing of it is applied; a retry applies it."""
+    import shutil
+
+    store.migrate(empty_db)
+    sql = tmp_path / "sql"
+    shutil.copytree(store.sql_dir(), sql)
+    (sql / "migrations" / "9999_test_column.sql").write_text(
+        "ALTER TABLE calendar.appointments ADD COLUMN test_only integer;\n"
+    )
+    monkeypatch.setenv("EWSSYNC_SQL_DIR", str(sql))
+    before = _schema_snapshot(empty_db)
+    app = psycopg2.connect(empty_db)
+    try:
+        with app.cursor() as cur:  # the app reads the table in a transaction it keeps open
+            cur.execute("SELECT count(*) FROM calendar.appointments")
+        with pytest.raises(store.StoreError, match=r"migrating .*waited 0.5 s .*lock_timeout"):
+            store.migrate(empty_db, lock_timeout=0.5)
+        assert _schema_snapshot(empty_db) == before
+    finally:
+        app.rollback()
+        app.close()
+    assert store.migrate(empty_db, lock_timeout=0.5) == ["9999_test_column"]
+
+
 def test_a_duplicate_link_is_rejected(db):
     with db.cursor() as cur:
         user = _add_user(cur)
