@@ -170,6 +170,10 @@ class Mailbox:
         self.store: dict[str, Item] = {}
         self.log: list[tuple[int, str]] = []  # (sequence, item id) of every change
         self.sequence = 0
+        # read-flag changes (Outlook marking an item read or unread): (sequence, item id); they
+        # change no content and no change key, and SyncFolderItems reports them on their own
+        self.read_log: list[tuple[int, str]] = []
+        self.is_read: dict[str, bool] = {}
         # sync states name the mailbox instance: another server's state is not accepted
         self.epoch = uuid.uuid4().hex[:12]
         self.lock = threading.RLock()
@@ -222,6 +226,15 @@ class Mailbox:
                     value = value.astimezone(UTC)
                 setattr(item, name, value)
             self._touch(item)
+
+    def mark_read(self, item_id: str, is_read: bool = True) -> None:
+        """Mark an item read or unread: a ReadFlagChange for SyncFolderItems, nothing else."""
+        with self.lock:
+            if item_id not in self.store:
+                raise KeyError(item_id)
+            self.sequence += 1
+            self.is_read[item_id] = is_read
+            self.read_log.append((self.sequence, item_id))
 
     def change_key_of(self, item_id: str) -> str | None:
         item = self.get(item_id)
@@ -348,8 +361,9 @@ class Mailbox:
 
     def changes_since(self, sequence: int) -> tuple[list[tuple[str, str, int]], int]:
         """(kind, item id, its last change) per item changed after ``sequence``, ordered by that
-        last change: create, update or delete. A page that ends at an item's last change has
-        reported everything up to that sequence, so paging by it loses nothing."""
+        last change: create, update or delete, or ReadFlagChange for an item whose only change
+        since is its read flag. A page that ends at an item's last change has reported
+        everything up to that sequence, so paging by it loses nothing."""
         with self.lock:
             first_seen: dict[str, int] = {}
             last_change: dict[str, int] = {}
@@ -365,6 +379,12 @@ class Mailbox:
                     result.append(("Update" if existed_before else "Create", item_id, seq))
                 elif existed_before:
                     result.append(("Delete", item_id, seq))
+            read_only: dict[str, int] = {}
+            for seq, item_id in self.read_log:
+                if seq > sequence and item_id not in last_change and item_id in self.store:
+                    read_only[item_id] = seq
+            result += [("ReadFlagChange", item_id, seq) for item_id, seq in read_only.items()]
+            result.sort(key=lambda change: change[2])
             return result, self.sequence
 
     def items(self) -> list[Item]:

@@ -688,6 +688,13 @@ class EwsSimulator:
         for kind, item_id in page:
             if kind == "Delete":
                 body.append(f'<t:Delete><t:ItemId Id="{item_id}" ChangeKey="AA=="/></t:Delete>')
+            elif kind == "ReadFlagChange":
+                is_read = str(mailbox.is_read.get(item_id, True)).lower()
+                body.append(
+                    f'<t:ReadFlagChange><t:ItemId Id="{item_id}" ChangeKey='
+                    f'"{mailbox.change_key_of(item_id)}"/><t:IsRead>{is_read}</t:IsRead>'
+                    "</t:ReadFlagChange>"
+                )
             else:
                 item = mailbox.get(item_id)
                 body.append(f"<t:{kind}>{self.item_xml(item, fields)}</t:{kind}>")

@@ -62,7 +62,7 @@ def test_every_response_validates_against_the_ews_schema(schema, dialect):
     sim.add_mailbox("alice@example.com", password="secret")
     responses = record_responses(sim)
     mailbox = sim.mailbox("alice@example.com")
-    mailbox.create(
+    visit = mailbox.create(
         subject="Visit & <repair>", start=at(26, 8), end=at(26, 9), timezone=BERLIN,
         body="<p>Hallo</p>", categories=["Service", "Solar"], reminder_minutes=15,
         sensitivity="Private", location="Hauptstr. 1",
@@ -96,6 +96,7 @@ def test_every_response_validates_against_the_ews_schema(schema, dialect):
         assert any(master.recurrence is not None for master in masters)
         list(calendar.account.fetch([(series, None)], folder=calendar.calendar))  # all properties
         mailbox.update(item_id, subject="edited in Outlook")
+        mailbox.mark_read(visit, False)  # a ReadFlagChange in the answer
         calendar.sync_changes(state)
         calendar.delete(item_id)
     finally:

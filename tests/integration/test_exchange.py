@@ -296,6 +296,24 @@ def test_sync_changes_reports_creates_updates_deletes(sim):
     assert {(c["kind"], c["item_id"]) for c in changes3} == {("create", second), ("delete", first)}
 
 
+def test_sync_changes_skips_read_flag_changes(sim):
+    """Outlook marking an item read changes no content: no change to read, no crash (exchangelib
+    hands a read-flag change back as an (ItemId, is_read) pair, not an item)."""
+    calendar = open_calendar(settings_for(sim))
+    mailbox = sim.mailbox("alice@example.com")
+    first = mailbox.create(subject="a", start=utc(2026, 5, 6, 9), end=utc(2026, 5, 6, 10))
+    second = mailbox.create(subject="b", start=utc(2026, 5, 7, 9), end=utc(2026, 5, 7, 10))
+    state, _, _ = calendar.sync_changes(None)
+    mailbox.mark_read(first)
+    mailbox.mark_read(second, False)
+    mailbox.update(second, subject="b2")
+    state2, changes, _ = calendar.sync_changes(state)
+    assert [(c["kind"], c["item_id"]) for c in changes] == [("update", second)]
+    mailbox.mark_read(first, False)
+    _, changes, _ = calendar.sync_changes(state2)
+    assert changes == []
+
+
 def test_create_and_delete(sim):
     calendar = open_calendar(settings_for(sim, exchange_timezone="Europe/Berlin"))
     item_id, change_key = calendar.create(

@@ -485,7 +485,7 @@ class EwsCalendar(EwsWriter):
 
         :param state: the sync state of the last call, or None for everything.
         :param max_changes: changes per request (Exchange caps it at 512).
-        :return: the new state, the changes (kind create|update|delete|read_flag, item_id,
+        :return: the new state, the changes (kind create|update|delete, item_id,
             change_key, item_type) and whether all changes were read (always True: exchangelib
             pages until the server says it has no more).
         """
@@ -496,7 +496,7 @@ class EwsCalendar(EwsWriter):
             calendar.item_sync_state = state
             return [
                 {
-                    "kind": {"read_flag_change": "read_flag"}.get(kind, kind),
+                    "kind": kind,
                     "item_id": item.id,
                     "change_key": getattr(item, "changekey", None),
                     "item_type": getattr(item, "type", None),
@@ -506,6 +506,8 @@ class EwsCalendar(EwsWriter):
                     only_fields=list(SYNC_FIELDS),
                     max_changes_returned=max_changes,
                 )
+                # a read flag changes no content (exchangelib hands back an (ItemId, is_read) pair)
+                if kind != "read_flag_change"
             ]
 
         try:
