@@ -12,15 +12,16 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+
+from tests.ewssim.tls import self_signed_certificate
 
 # Resource principals Entra knows in every tenant: their identifier URI -> the application
 # permissions (app roles) they define. Tests add others (add_resource) for simulators on loopback.
@@ -471,18 +472,7 @@ def _certificate(client_id: str) -> tuple[str, str, str]:
     """A fresh RSA key and self-signed certificate for an app; returns key PEM, certificate PEM
     and the certificate's SHA-1 thumbprint (hex, upper case, as the Entra portal shows it)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ewssync {client_id[:8]}")])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    certificate = self_signed_certificate(key, f"ewssync {client_id[:8]}")
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
