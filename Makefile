@@ -7,11 +7,11 @@ PYTEST_ARGS ?=
 
 export EWSSYNC_SQL_DIR := $(CURDIR)/include/sql
 
-.PHONY: help venv test test-fast lint format demo bench bench-stack up down clean
+.PHONY: help venv browser test test-fast lint format demo bench bench-stack up down clean
 
 help:
 	@echo "make demo   - set up, start the Exchange simulator, run a real sync into local Postgres"
-	@echo "make test   - set up and run the whole test suite"
+	@echo "make test   - set up and run the whole test suite (installs chromium for the browser test)"
 	@echo "make bench  - measured speed and scale against a naive baseline (writes BENCHMARKS.md)"
 	@echo "make lint   - ruff check + format check"
 	@echo "make up     - a real Airflow (CeleryExecutor) + the simulator on this machine; make down stops it"
@@ -26,7 +26,12 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
-test: $(STAMP)
+# The browser test drives Debian's chromium through chromium-driver: installed with apt-get when
+# missing (as root or with passwordless sudo, never asking); otherwise it says what to install.
+browser:
+	@bash tools/install-browser.sh
+
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

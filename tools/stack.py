@@ -46,6 +46,11 @@ ADMIN_USER = "admin"
 API_ACCOUNT = "ewssync_discovery"
 API_CONN_ID = "ewssync_airflow_api"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer", "celery-worker")
+# [api] theme: the UI's toasts keep a message's line breaks, so the connection test's two parts
+# (General connection / Send/receive data) show on two lines (Chakra collapses them otherwise).
+UI_THEME = json.dumps(
+    {"globalCss": {"[data-scope=toast][data-part=description]": {"whiteSpace": "pre-line"}}}
+)
 
 
 def say(message: str) -> None:
@@ -170,6 +175,7 @@ class Stack:
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__API_AUTH__JWT_SECRET": self.secrets_["jwt_secret"],
             "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+            "AIRFLOW__API__THEME": UI_THEME,
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "true",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(self.ports["scheduler"]),
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.ports["worker_logs"]),

@@ -35,6 +35,8 @@ def test_every_compose_setting_is_set_by_the_local_stack(tmp_path):
     assert not missing, f"compose sets these and make up does not: {sorted(missing)}"
     for key in ("AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CORE__TEST_CONNECTION", "EWSSYNC_DB_CONN_ID"):
         assert str(compose_env()[key]) == local[key], key
+    theme = "AIRFLOW__API__THEME"  # the test's two parts on two lines in the UI
+    assert json.loads(compose_env()[theme]) == json.loads(local[theme])
     account = json.loads(local["AIRFLOW_CONN_EWSSYNC_AIRFLOW_API"])
     assert account["host"] == local["AIRFLOW__API__BASE_URL"]
 
