@@ -21,7 +21,10 @@ class CalendarSource(Protocol):
     """What extract needs of the Exchange side (ewssync.exchange.ews.EwsCalendar provides it)."""
 
     def sync_changes(
-        self, state: str | None, max_changes: int = 512
+        self,
+        state: str | None,
+        max_changes: int = 512,
+        window: tuple[datetime, datetime] | None = None,
     ) -> tuple[str, list[dict[str, Any]], bool]: ...
 
     def read_index(self, start: datetime, end: datetime) -> list[dict[str, Any]]: ...
@@ -43,15 +46,19 @@ class Plan:
 
 
 def drain_changes(
-    calendar: CalendarSource, state: str | None
+    calendar: CalendarSource,
+    state: str | None,
+    window: tuple[datetime, datetime] | None = None,
 ) -> tuple[str | None, dict[str, dict[str, Any]]]:
     """Follow SyncFolderItems from ``state`` to the folder's current state.
+
+    :param window: the run's window (Graph's delta is bound to one; EWS reads the whole folder).
 
     :return: the new state and the last change reported per item id.
     """
     changes: dict[str, dict[str, Any]] = {}
     for _ in range(MAX_SYNC_PAGES):
-        state, page, complete = calendar.sync_changes(state)
+        state, page, complete = calendar.sync_changes(state, window=window)
         for change in page:
             changes[change["item_id"]] = change
         if complete:
@@ -76,7 +83,7 @@ def plan_run(
     window_start, window_end = window
     saved = store.get_sync_state(conn, conn_id)
     if full_resync or not saved or not saved["ews_sync_state"]:
-        new_state, _ = drain_changes(calendar, None)
+        new_state, _ = drain_changes(calendar, None, window)
         index = calendar.read_index(window_start, window_end)
         expected = store.links_in_window(conn, conn_id, window_start, window_end)
         seen = {entry["item_id"] for entry in index}
@@ -89,7 +96,7 @@ def plan_run(
         )
 
     try:
-        new_state, changes = drain_changes(calendar, saved["ews_sync_state"])
+        new_state, changes = drain_changes(calendar, saved["ews_sync_state"], window)
     except SyncStateExpired:
         # Exchange forgot our place (states expire; the mailbox may have been moved): re-read
         # the window. Safe: items we no longer see are confirmed gone by id before deletion.

@@ -21,7 +21,8 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "description": "Title",
     },
     "placeholders": {
-        "host": "outlook.office365.com or https://mail.example.com/EWS/Exchange.asmx",
+        "host": "outlook.office365.com, https://mail.example.com/EWS/Exchange.asmx, or "
+        "graph.microsoft.com with api graph",
         "login": "technician@example.com (or DOMAIN\\user)",
         "description": "Calendar of the technician",
         "app_user": "login in calendar.users",
@@ -29,6 +30,7 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "exchange_timezone": "Europe/Berlin",
         "schedule": "*/30 * * * *",
         "auth_method": "basic | ntlm | oauth | auto",
+        "api": "ews | graph",
         "tenant_id": "Directory (tenant) ID, e.g. 3b13a9d2-946e-44c7-a21a-6474f708a2aa",
         "client_id": "Application (client) ID",
         "authority": "global (or usgov, china)",

@@ -90,7 +90,10 @@ class CalendarTarget(Protocol):
     def fetch(self, item_ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]: ...
 
     def sync_changes(
-        self, state: str | None, max_changes: int = 512
+        self,
+        state: str | None,
+        max_changes: int = 512,
+        window: tuple[datetime, datetime] | None = None,
     ) -> tuple[str, list[dict[str, Any]], bool]: ...
 
 
@@ -375,7 +378,9 @@ class Pusher:
             saved = store.get_sync_state(conn, self.conn_id)
         if not saved or not saved["ews_sync_state"]:
             return
-        state, changes = extract.drain_changes(self.calendar, saved["ews_sync_state"])
+        state, changes = extract.drain_changes(
+            self.calendar, saved["ews_sync_state"], tuple(self.window)
+        )
         with store.connect(self.dsn) as conn:
             if not extract.drop_own_writes(conn, self.conn_id, changes):
                 self.report.settled = store.advance_sync_state(

@@ -27,6 +27,7 @@ _CRON_FIELD = re.compile(r"^[\d*/,\-A-Za-z?LW#]+$")
 
 # extra key -> (default, kind); kinds are parsed by _parse_value.
 EXTRA_FIELDS: dict[str, tuple[Any, str]] = {
+    "api": ("ews", "choice:ews|graph"),
     "use_2007_protocol": (False, "bool"),
     "app_user": (None, "str"),
     "mailbox": (None, "email"),
@@ -66,6 +67,11 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 # extra key -> (label, help text): the connection form (provider_info) and docs/connection.md
 FIELD_DOCS: dict[str, tuple[str, str]] = {
+    "api": (
+        "API",
+        "ews (Exchange Web Services: on-premises Exchange, Exchange Online until EWS ends) or "
+        "graph (Microsoft Graph: Exchange Online; needs auth_method oauth)",
+    ),
     "use_2007_protocol": (
         "Use 2007 protocol",
         "Talk Exchange2007_SP1 (Exchange 2007 servers); leave off for Exchange 2010 and newer",
@@ -194,6 +200,7 @@ class SyncSettings:
     skip_declined: bool = False
     conflict_policy: str = "exchange_wins"
     send_cancellations: bool = False
+    api: str = "ews"
 
     def __str__(self) -> str:
         return f"SyncSettings({self.conn_id}: {self.username} @ {self.service_endpoint})"
@@ -248,7 +255,15 @@ class SyncSettings:
                 conn_id, "server", "is empty; give a host name such as outlook.office365.com "
                 "or a full EWS URL (https://host/EWS/Exchange.asmx)",
             )  # fmt: skip
-        endpoint = service_endpoint_for(conn_id, server, getattr(conn, "port", None))
+        if values["api"] == "graph":
+            endpoint = graph_endpoint_for(conn_id, server, getattr(conn, "port", None))
+            if values["auth_method"] != "oauth":
+                raise SettingsError(
+                    conn_id, "auth_method", f"is {values['auth_method']!r}; api graph signs in "
+                    "as an Entra ID app only: set auth_method oauth with tenant_id and client_id",
+                )  # fmt: skip
+        else:
+            endpoint = service_endpoint_for(conn_id, server, getattr(conn, "port", None))
         username = (getattr(conn, "login", None) or "").strip()
         oauth = values["auth_method"] == "oauth"
         app_only = oauth or (values["auth_method"] == "auto" and values["client_id"])
@@ -484,6 +499,38 @@ def _parse_authority(conn_id: str, key: str, value: Any) -> str:
         conn_id, key, f"is {value!r}; expected global, usgov, china or the authority's https "
         "URL without a path (https://login.microsoftonline.com)",
     )  # fmt: skip
+
+
+# Microsoft Graph's host per national cloud (a server given as one of these names or any URL)
+GRAPH_HOSTS = ("graph.microsoft.com", "graph.microsoft.us", "dod-graph.microsoft.us",
+               "microsoftgraph.chinacloudapi.cn")  # fmt: skip
+
+
+def graph_endpoint_for(conn_id: str, server: str, port: Any = None) -> str:
+    """Graph's root URL (``https://graph.microsoft.com``; ``/v1.0`` is the backend's) for a
+    server given as a host name or a URL (plain http only on loopback: a simulator)."""
+    text = server.strip().rstrip("/")
+    if "://" not in text:
+        if "@" in text or not _HOST.match(text):
+            raise SettingsError(
+                conn_id, "server", f"{server!r} is not a host name; api graph wants Graph's "
+                f"host ({', '.join(GRAPH_HOSTS)}) or its URL",
+            )  # fmt: skip
+        netloc = f"{text}:{port}" if port and ":" not in text else text
+        return f"https://{netloc}"
+    parts = urlsplit(text)
+    secure = parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK)
+    if not secure or not parts.hostname or "@" in parts.netloc:
+        raise SettingsError(
+            conn_id, "server", f"{server!r} is not an https URL of Microsoft Graph "
+            "(https://graph.microsoft.com; plain http only on this machine, for a simulator)",
+        )  # fmt: skip
+    if parts.path not in ("", "/", "/v1.0"):
+        raise SettingsError(
+            conn_id, "server", f"{server!r} has a path; give Graph's root "
+            "(https://graph.microsoft.com), the pipeline adds /v1.0",
+        )  # fmt: skip
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def service_endpoint_for(conn_id: str, server: str, port: Any = None) -> str:

@@ -39,13 +39,19 @@ PROPERTIES = (
 )  # fmt: skip
 
 
+GRAPH_ID_PREFIX = "AAMk"  # how Graph's REST ids of mailbox items begin
+
+
 def graph_id(ews_id: str) -> str:
-    """An item's Graph id: Graph writes ids URL-safe (no '/' in a path segment)."""
-    return ews_id.replace("+", "-").replace("/", "_")
+    """An item's Graph id: not its EWS id (the APIs' ids differ), URL-safe (no '/' in a path)."""
+    return GRAPH_ID_PREFIX + ews_id.replace("+", "-").replace("/", "_")
 
 
-def ews_id(graph_id_: str) -> str:
-    return graph_id_.replace("-", "+").replace("_", "/")
+def ews_id(graph_id_: str) -> str | None:
+    """The model's id for a Graph id; None for an id not in Graph's form (an EWS id)."""
+    if not graph_id_.startswith(GRAPH_ID_PREFIX):
+        return None
+    return graph_id_[len(GRAPH_ID_PREFIX) :].replace("-", "+").replace("_", "/")
 
 
 def wall_clock(value: datetime) -> str:
@@ -246,3 +252,113 @@ def to_event(
             [{"id": STAMP_PROPERTY_ID, "value": stamp}] if stamp is not None else []
         )
     return event
+
+
+# --- writes: Graph event JSON -> the model's fields ----------------------------------------------
+
+_WINDOWS_OF = {}
+for _windows, _iana in WINDOWS_ZONES.items():
+    _WINDOWS_OF.setdefault(_iana, _windows)
+_SENSITIVITY_IN = {v: k for k, v in SENSITIVITY.items()}
+_SHOW_AS_IN = {v: k for k, v in SHOW_AS.items()}
+_PATTERNS_IN = {"daily": "daily", "weekly": "weekly", "absoluteMonthly": "absolute_monthly",
+                "relativeMonthly": "relative_monthly", "absoluteYearly": "absolute_yearly",
+                "relativeYearly": "relative_yearly"}  # fmt: skip
+
+
+def windows_zone(name: str) -> str:
+    """A write's timeZone (Windows or IANA) as the model's Windows id.
+
+    :raises ValueError: a zone Graph would refuse.
+    """
+    if name in WINDOWS_ZONES:
+        return name
+    if name in _WINDOWS_OF:
+        return _WINDOWS_OF[name]
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(name) from None
+    raise ValueError(name)
+
+
+def _instant_of(value: dict, all_day: bool) -> tuple[datetime, str]:
+    zone_id = windows_zone(value.get("timeZone") or "UTC")
+    local = datetime.fromisoformat(value["dateTime"][:19])
+    return local.replace(tzinfo=zone_of(zone_id)).astimezone(UTC), zone_id
+
+
+def rule_of(recurrence: dict) -> dict:
+    """patternedRecurrence as the model's rule."""
+    pattern, rng = recurrence["pattern"], recurrence["range"]
+    rule: dict = {"pattern": _PATTERNS_IN[pattern["type"]],
+                  "interval": int(pattern.get("interval") or 1)}  # fmt: skip
+    if pattern.get("daysOfWeek"):
+        rule["weekdays"] = [d.capitalize() for d in pattern["daysOfWeek"]]
+    if pattern.get("dayOfMonth"):
+        rule["day_of_month"] = int(pattern["dayOfMonth"])
+    if pattern.get("month"):
+        rule["month"] = int(pattern["month"])
+    if pattern["type"].startswith("relative"):
+        rule["week_index"] = (pattern.get("index") or "first").capitalize()
+    rule["start"] = date.fromisoformat(rng["startDate"])
+    if rng.get("type") == "endDate":
+        rule["end"] = date.fromisoformat(rng["endDate"])
+    elif rng.get("type") == "numbered":
+        rule["count"] = int(rng["numberOfOccurrences"])
+    return rule
+
+
+def fields_of(event: dict) -> dict:
+    """The model fields a POST or PATCH body sets (only those it names).
+
+    :raises ValueError: a value Graph would refuse (the message says which).
+    """
+    fields: dict = {}
+    all_day = bool(event.get("isAllDay"))
+    if "isAllDay" in event:
+        fields["is_all_day"] = all_day
+    for name in ("start", "end"):
+        if name in event:
+            moment, zone_id = _instant_of(event[name], all_day)
+            if (
+                all_day
+                and datetime.fromisoformat(event[name]["dateTime"][:19]).time()
+                != datetime.min.time()
+            ):
+                raise ValueError("an all-day event's start and end must be midnights")
+            fields[name] = moment
+            if name == "start":
+                fields["timezone"] = zone_id
+    if "subject" in event:
+        fields["subject"] = event["subject"] or ""
+    if "body" in event:
+        body = event["body"] or {}
+        fields["body"] = body.get("content") or ""
+        fields["body_type"] = "HTML" if body.get("contentType", "text") == "html" else "Text"
+    if "location" in event:
+        fields["location"] = (event["location"] or {}).get("displayName") or ""
+    if "sensitivity" in event:
+        fields["sensitivity"] = _SENSITIVITY_IN[event["sensitivity"]]
+    if "showAs" in event:
+        fields["legacy_free_busy"] = _SHOW_AS_IN[event["showAs"]]
+    if "categories" in event:
+        fields["categories"] = list(event["categories"] or [])
+    if "isReminderOn" in event or "reminderMinutesBeforeStart" in event:
+        on = event.get("isReminderOn", True)
+        fields["reminder_minutes"] = (
+            int(event.get("reminderMinutesBeforeStart") or 15) if on else None
+        )
+    if event.get("recurrence"):
+        fields["recurrence"] = rule_of(event["recurrence"])
+    elif "recurrence" in event:
+        fields["recurrence"] = None
+    extended = {}
+    for prop in event.get("singleValueExtendedProperties") or ():
+        if prop.get("id", "").lower() == STAMP_PROPERTY_ID.lower():
+            extended[STAMP_KEY] = prop.get("value")
+    if event.get("transactionId"):
+        extended["graph:transactionId"] = event["transactionId"]
+    if extended:
+        fields["extended"] = extended
+    return fields

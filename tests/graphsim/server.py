@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from tests.ewssim.mailbox import Item, Mailbox
 from tests.ewssim.server import EwsSimulator
-from tests.graphsim import events
+from tests.graphsim import csdl, events
 from tests.identitysim.server import GRAPH, InvalidToken
 
 READ_ROLES = {"Calendars.Read", "Calendars.ReadWrite"}
@@ -272,7 +272,7 @@ class GraphSimulator:
             mailbox = self._mailbox(claims, segments[2], write=method != "GET")
             handler = getattr(self, f"_op_{route}")
             status, document, extra = handler(
-                mailbox, segments, query, prefer, body, raw_path=raw_path
+                mailbox, segments, query, prefer, body, raw_path=raw_path, headers=headers
             )
             return status, document, extra, route
         except GraphError as error:
@@ -352,6 +352,15 @@ class GraphSimulator:
             item, mailbox, zone_name=zone_name, zone=zone,
             body_type=prefer.get("outlook.body-content-type"), select=select, expand_stamp=expand,
         )  # fmt: skip
+
+    @staticmethod
+    def _item_id(segment: str) -> str:
+        """The model's id for an id in a path; an id not in Graph's form is refused as Graph
+        refuses an EWS id."""
+        item_id = events.ews_id(segment)
+        if item_id is None:
+            raise GraphError(400, "ErrorInvalidIdMalformed", "Id is malformed.")
+        return item_id
 
     @staticmethod
     def _select(query: dict) -> set[str] | None:
@@ -439,7 +448,7 @@ class GraphSimulator:
             raise GraphError(410, "syncStateNotFound", "The sync state generation is not found.")
         return listing
 
-    def _op_delta(self, mailbox, segments, query, prefer, body, raw_path):
+    def _op_delta(self, mailbox, segments, query, prefer, body, raw_path, **_):
         base = "/" + "/".join(quote(s, safe="@.") for s in segments)
         listing = self._continued(query)
         if listing is None:
@@ -471,7 +480,7 @@ class GraphSimulator:
                        "delta_token": new_token}  # fmt: skip
         return self._page(mailbox, listing, prefer, base)
 
-    def _op_calendarView(self, mailbox, segments, query, prefer, body, raw_path):  # noqa: N802
+    def _op_calendarView(self, mailbox, segments, query, prefer, body, raw_path, **_):  # noqa: N802
         base = "/" + "/".join(quote(s, safe="@.") for s in segments)
         listing = self._continued(query)
         if listing is None:
@@ -480,15 +489,15 @@ class GraphSimulator:
                        "select": self._select(query), "expand": self._expand(query)}  # fmt: skip
         return self._page(mailbox, listing, prefer, base)
 
-    def _op_event(self, mailbox, segments, query, prefer, body, raw_path):
-        item = mailbox.get(events.ews_id(segments[4]))
+    def _op_event(self, mailbox, segments, query, prefer, body, raw_path, **_):
+        item = mailbox.get(self._item_id(segments[4]))
         if item is None:
             raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")  # fmt: skip
         document = self._render(mailbox, item, prefer, self._select(query), self._expand(query))
         document["@odata.context"] = f"{self.url}/v1.0/$metadata#users('{mailbox.email}')/events/$entity"  # fmt: skip
         return 200, document, {}
 
-    def _op_calendar(self, mailbox, segments, query, prefer, body, raw_path):
+    def _op_calendar(self, mailbox, segments, query, prefer, body, raw_path, **_):
         return 200, {
             "@odata.context": f"{self.url}/v1.0/$metadata#users('{mailbox.email}')/calendar/$entity",
             "id": events.graph_id("folder:calendar"),
@@ -506,6 +515,97 @@ class GraphSimulator:
             "isRemovable": False,
             "owner": {"name": mailbox.email, "address": mailbox.email},
         }, {}  # fmt: skip
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def _body(self, body: bytes) -> dict:
+        """A write's JSON body, checked against the schema as Graph checks it."""
+        try:
+            event = json.loads(body or b"{}")
+        except ValueError:
+            raise GraphError(400, "BadRequest", "Unable to read JSON request payload.") from None
+        try:
+            csdl.load().validate(event, "graph.event")
+        except csdl.SchemaViolation as exc:
+            raise GraphError(400, "BadRequest", f"Invalid request body: {exc}") from None
+        return event
+
+    def _fields(self, event: dict) -> dict:
+        try:
+            return events.fields_of(event)
+        except (ValueError, KeyError) as exc:
+            raise GraphError(400, "ErrorInvalidRequest", f"Invalid event: {exc}") from None
+
+    def _op_create(self, mailbox, segments, query, prefer, body, raw_path, **_):
+        event = self._body(body)
+        for name in ("start", "end"):
+            if name not in event:
+                raise GraphError(400, "ErrorInvalidRequest", f"Your request can't be completed. The {name.title()} property is required.")  # fmt: skip
+        fields = self._fields(event)
+        with mailbox.lock:
+            transaction = event.get("transactionId")
+            if transaction:
+                # a retried POST with the same transactionId: the event it created, not a second
+                for item in mailbox.items():
+                    if item.extended.get("graph:transactionId") == transaction:
+                        return 201, self._created(mailbox, item.item_id, prefer), {}
+            start, end = fields.pop("start"), fields.pop("end")
+            fields.setdefault("body_type", "HTML")
+            item_id = mailbox.create(fields.pop("subject", ""), start, end, **fields)
+        return 201, self._created(mailbox, item_id, prefer), {}
+
+    def _created(self, mailbox: Mailbox, item_id: str, prefer: dict) -> dict:
+        document = self._render(mailbox, mailbox.get(item_id), prefer, None, True)
+        document["@odata.context"] = f"{self.url}/v1.0/$metadata#users('{mailbox.email}')/events/$entity"  # fmt: skip
+        return document
+
+    def _op_update(self, mailbox, segments, query, prefer, body, raw_path, headers=None, **_):
+        item_id = self._item_id(segments[4])
+        event = self._body(body)
+        fields = self._fields(event)
+        with mailbox.lock:
+            item = mailbox.get(item_id)
+            if item is None:
+                raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")  # fmt: skip
+            if_match = _header(headers or {}, "If-Match")
+            if if_match and if_match not in ("*", f'W/"{item.change_key}"'):
+                raise GraphError(412, "ErrorIrresolvableConflict", "The send or update operation could not be performed because the change key passed in the request does not match the current change key for the item.")  # fmt: skip
+            master, original = mailbox.resolve_occurrence(item_id)
+            if master is not None:
+                fields.pop("timezone", None)
+                fields.pop("extended", None)
+                mailbox.modify_occurrence(master.item_id, original, **fields)
+            else:
+                if "extended" in fields:
+                    fields["extended"] = {**item.extended, **fields["extended"]}
+                mailbox.update(item_id, **fields)
+        return 200, self._created(mailbox, item_id, prefer), {}
+
+    def _op_delete(self, mailbox, segments, query, prefer, body, raw_path, **_):
+        item_id = self._item_id(segments[4])
+        with mailbox.lock:
+            if mailbox.get(item_id) is None:
+                raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")  # fmt: skip
+            mailbox.delete(item_id)
+        return 204, None, {}
+
+    def _op_instances(self, mailbox, segments, query, prefer, body, raw_path, **_):
+        """GET /events/{master}/instances?startDateTime&endDateTime: a series' occurrences and
+        exceptions in the range."""
+        master = mailbox.store.get(self._item_id(segments[4]))
+        if master is None or not master.recurrence:
+            raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")  # fmt: skip
+        start, end = self._window(query)
+        found = [
+            i for i in mailbox.occurrences(start, end)
+            if i.item_type in ("Occurrence", "Exception")
+            and mailbox.resolve_occurrence(i.item_id)[0] is not None
+            and mailbox.resolve_occurrence(i.item_id)[0].item_id == master.item_id
+        ]  # fmt: skip
+        base = "/" + "/".join(quote(s, safe="@.") for s in segments)
+        listing = {"entries": found, "offset": 0, "select": self._select(query),
+                   "expand": self._expand(query)}  # fmt: skip
+        return self._page(mailbox, listing, prefer, base)
 
     # --- $batch ------------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """The Exchange side behind one small interface (``base.ExchangeCalendar``); EWS through
-exchangelib (``ews``, its adaptations in ``ews_patches``). Only the EWS backend and hook.py import
+exchangelib (``ews``, its adaptations in ``ews_patches``), Microsoft Graph through plain HTTP
+(``graph``). The connection's ``api`` setting picks one. Only the EWS backend and hook.py import
 exchangelib."""
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ __all__ = [
 
 def open_calendar(settings: SyncSettings, **options) -> ExchangeCalendar:
     """The calendar of the connection's mailbox, through the connection's API (nothing sent yet)."""
+    if settings.api == "graph":
+        from ewssync.exchange.graph import GraphCalendar
+
+        return GraphCalendar(settings, **options)
     from ewssync.exchange.ews import EwsCalendar
 
     return EwsCalendar(settings, **options)

@@ -44,8 +44,15 @@ class ExchangeCalendar(Protocol):
     def test(self, write: bool = True, app_user_email: str | None = None) -> ConnectionReport: ...
 
     def sync_changes(
-        self, state: str | None, max_changes: int = 512
-    ) -> tuple[str, list[dict[str, Any]], bool]: ...
+        self,
+        state: str | None,
+        max_changes: int = 512,
+        window: tuple[datetime, datetime] | None = None,
+    ) -> tuple[str, list[dict[str, Any]], bool]:
+        """Changes since ``state`` (None: a new full round). ``window``: the run's window; EWS
+        reports the whole folder and ignores it, Graph's delta is bound to it (a state taken
+        for another window raises SyncStateExpired)."""
+        ...
 
     def read_index(self, start: datetime, end: datetime) -> list[dict[str, Any]]: ...
 

@@ -479,12 +479,16 @@ class EwsCalendar(EwsWriter):
         return records
 
     def sync_changes(
-        self, state: str | None, max_changes: int = 512
+        self,
+        state: str | None,
+        max_changes: int = 512,
+        window: tuple[datetime, datetime] | None = None,
     ) -> tuple[str, list[dict[str, Any]], bool]:
         """Changes since ``state`` (SyncFolderItems, ids and types only).
 
         :param state: the sync state of the last call, or None for everything.
         :param max_changes: changes per request (Exchange caps it at 512).
+        :param window: ignored: SyncFolderItems reports the whole folder.
         :return: the new state, the changes (kind create|update|delete, item_id,
             change_key, item_type) and whether all changes were read (always True: exchangelib
             pages until the server says it has no more).
