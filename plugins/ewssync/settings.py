@@ -63,7 +63,6 @@ AUTHORITIES = {
     "china": "https://login.partner.microsoftonline.cn",
 }
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 # extra key -> (label, help text): the connection form (provider_info) and docs/connection.md
 FIELD_DOCS: dict[str, tuple[str, str]] = {
@@ -491,9 +490,8 @@ def _parse_authority(conn_id: str, key: str, value: Any) -> str:
     if text.lower() in AUTHORITIES:
         return AUTHORITIES[text.lower()]
     parts = urlsplit(text)
-    # plain http only on loopback (a test authority); the real ones are https
-    secure = parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK)
-    if secure and parts.hostname and parts.path in ("", "/") and not parts.query:
+    # https only: msal (and the identity platform) take nothing else, test authorities included
+    if parts.scheme == "https" and parts.hostname and parts.path in ("", "/") and not parts.query:
         return f"{parts.scheme}://{parts.netloc}"
     raise SettingsError(
         conn_id, key, f"is {value!r}; expected global, usgov, china or the authority's https "

@@ -362,6 +362,22 @@ class IdentitySimulator:
             "cloud_instance_name": "microsoftonline.com",
         }  # fmt: skip
 
+    def discovery(self, tenant: str) -> tuple[int, dict]:
+        """The OpenID configuration of a tenant, or Entra's 400 for a tenant it does not know
+        (what msal reads before its first token)."""
+        known = tenant.lower() in ("common", "organizations") or (
+            self.domains.get(tenant.lower(), tenant) in self.tenants
+        )
+        if not known:
+            return 400, _error_body(
+                "invalid_tenant", 90002,
+                f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID "
+                "and are signing into the correct cloud. Check with your subscription "
+                "administrator, this may happen if there are no active subscriptions for the "
+                "tenant.",
+            )  # fmt: skip
+        return 200, self.openid_configuration(tenant)
+
     def instance_discovery(self) -> dict:
         host = urlsplit(self.authority).netloc
         return {
@@ -410,7 +426,7 @@ class IdentitySimulator:
                 segments = [s for s in parts.path.split("/") if s]
                 simulator.request_counts["GET " + "/".join(segments[1:])] += 1
                 if segments[1:] == ["v2.0", ".well-known", "openid-configuration"]:
-                    self._send(200, simulator.openid_configuration(segments[0]))
+                    self._send(*simulator.discovery(segments[0]))
                 elif segments[-2:] == ["discovery", "instance"]:
                     self._send(200, simulator.instance_discovery())
                 elif segments[1:] == ["discovery", "v2.0", "keys"]:

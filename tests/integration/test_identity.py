@@ -74,7 +74,7 @@ def test_expired_or_foreign_tokens_are_refused_by_verify(idp):
     with pytest.raises(InvalidToken) as refused:
         idp.verify(expired, [EXCHANGE_ONLINE])
     assert refused.value.reason == "expired"
-    with IdentitySimulator() as other:
+    with IdentitySimulator(tls=True) as other:
         foreign = other.issue(other.add_app(roles={EXCHANGE_ONLINE: ["x"]}), EXCHANGE_ONLINE)
     with pytest.raises(InvalidToken) as refused:
         idp.verify(foreign, [EXCHANGE_ONLINE])
@@ -139,7 +139,7 @@ def test_untrusted_authority_certificate_and_unreachable_authority(idp):
         get_token(credential(idp, app, verify_tls=True), EWS_SCOPE)
     # verify_tls off (test systems only) accepts it
     assert get_token(credential(idp, app, verify_tls=False), EWS_SCOPE).value
-    closed = IdentitySimulator().start()
+    closed = IdentitySimulator(tls=True).start()
     authority = closed.authority
     closed.stop()
     with pytest.raises(TokenError, match="cannot reach the identity platform"):

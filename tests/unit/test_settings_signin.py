@@ -33,7 +33,7 @@ def test_defaults_keep_basic():
         ({**OAUTH, "authority": "China"}, "authority", "https://login.partner.microsoftonline.cn"),
         ({**OAUTH, "authority": "https://login.example.test/"}, "authority",
          "https://login.example.test"),
-        ({**OAUTH, "authority": "http://127.0.0.1:8443"}, "authority", "http://127.0.0.1:8443"),
+        ({**OAUTH, "authority": "https://127.0.0.1:8443"}, "authority", "https://127.0.0.1:8443"),
         ({"auth_method": "auto"}, "tenant_id", None),
     ],
 )  # fmt: skip
@@ -52,6 +52,7 @@ def test_valid(extra, key, expected):
         ({**OAUTH, "client_id": "my-app"}, {}, "client_id", "GUID"),
         ({**OAUTH, "tenant_id": "contoso"}, {}, "tenant_id", "onmicrosoft.com"),
         ({**OAUTH, "authority": "http://login.example.test"}, {}, "authority", "https URL"),
+        ({**OAUTH, "authority": "http://127.0.0.1:8443"}, {}, "authority", "https URL"),
         ({**OAUTH, "authority": "https://login.microsoftonline.com/tenant"}, {}, "authority",
          "without a path"),
         ({**OAUTH, "authority": "germany"}, {}, "authority", "global, usgov, china"),

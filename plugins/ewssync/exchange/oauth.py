@@ -1,29 +1,31 @@
 """App-only OAuth 2.0 tokens from the Microsoft identity platform (client credentials), cached and
 refreshed per process; shared by the EWS and Graph backends (no exchangelib here).
 
-Why not msal: the client-credentials grant is one form POST per token and hour. msal would add a
-dependency, fetch two discovery documents per process before the first token, and validate the
-authority host against Microsoft's list (US Gov/China/a test authority need extra switches);
-its in-memory cache lives per ClientApplication object, so we would keep a process-wide dict of
-those anyway. What we need beyond the POST - a per-process cache that refreshes ahead of expiry,
-the certificate assertion (PyJWT, which Airflow already ships) and turning AADSTS codes into
-fixes - is the code below. exchangelib's own OAuth2Credentials fetch tokens with a hard-wired
-login.microsoftonline.com authority and drop the token whenever a session closes; the EWS backend
-keeps exchangelib's credential type and feeds it tokens from here (ews.py: AppTokenCredentials).
+The grant itself is msal's (Microsoft's library for its identity platform): discovery of the
+tenant's endpoints, the client secret or the certificate assertion (x5t#S256, PS256), msal's own
+token cache and its back-off on 429/5xx. Around it this module keeps what msal leaves to its
+callers: one msal application per (authority, tenant, app, credential) and process, the same
+token object until it is due (REFRESH_BEFORE seconds ahead of expiry, msal's own margin), our
+authority setting for any cloud (msal's instance discovery is off: the authority comes from the
+connection), and every failure turned into the fix (AADSTS codes, TLS, unreachable hosts).
+exchangelib's own OAuth2Credentials fetch tokens with a hard-wired login.microsoftonline.com
+authority and drop the token whenever a session closes; the EWS backend keeps exchangelib's
+credential type and feeds it tokens from here (ews_signin.py: AppTokenCredentials).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import msal
 import requests
 
 from ewssync.errors import ExchangeError
@@ -31,8 +33,7 @@ from ewssync.exchange.redact import SECRET_FILTER
 
 log = logging.getLogger(__name__)
 
-REFRESH_BEFORE = 300  # seconds: a token with less left is replaced before use
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+REFRESH_BEFORE = 300  # seconds: a token with less left is replaced before use (msal's margin)
 
 
 class TokenError(ExchangeError):
@@ -112,8 +113,31 @@ class AccessToken:
 
 
 _cache: dict[tuple[str, str, str, str], AccessToken] = {}
+_apps: dict[tuple[str, str, str], tuple[msal.ConfidentialClientApplication, _Http]] = {}
 _lock = threading.Lock()
-token_requests = 0  # tokens fetched by this process (the tests read it)
+token_requests = 0  # tokens fetched from the identity platform by this process (tests read it)
+
+
+class _Http(requests.Session):
+    """msal's HTTP client: the connection's TLS check and timeout on every request, a count of
+    token requests, and the last answer kept, so that a failed discovery (msal keeps only "Unable
+    to get authority configuration") can still be explained by its AADSTS code."""
+
+    def __init__(self, app: AppCredential):
+        super().__init__()
+        self.verify = app.verify_tls
+        self.timeout = app.timeout
+        self.last: requests.Response | None = None
+
+    def request(self, method, url, **kwargs):  # noqa: ANN001, ANN201
+        global token_requests
+        kwargs.setdefault("timeout", self.timeout)
+        # per request: a session's own verify loses to $REQUESTS_CA_BUNDLE (psf/requests#3829)
+        kwargs.setdefault("verify", self.verify)
+        if method.upper() == "POST":
+            token_requests += 1
+        self.last = super().request(method, url, **kwargs)
+        return self.last
 
 
 def _key(app: AppCredential, scope: str) -> tuple[str, str, str, str]:
@@ -123,7 +147,7 @@ def _key(app: AppCredential, scope: str) -> tuple[str, str, str, str]:
 
 def get_token(app: AppCredential, scope: str, *, force: bool = False) -> AccessToken:
     """A valid access token for ``scope``, from the process cache when one has more than
-    REFRESH_BEFORE seconds left, else fresh from the token endpoint.
+    REFRESH_BEFORE seconds left, else fresh from the identity platform (through msal).
 
     :param scope: the resource's ``.default`` scope: ``https://outlook.office365.com/.default``
         (EWS), ``https://graph.microsoft.com/.default`` (Graph).
@@ -135,105 +159,152 @@ def get_token(app: AppCredential, scope: str, *, force: bool = False) -> AccessT
         cached = _cache.get(key)
         if cached is not None and not force and cached.seconds_left > REFRESH_BEFORE:
             return cached
-        token = _fetch(app, scope)
+        token = _fetch(app, scope, force=force)
         _cache[key] = token
         return token
 
 
 def forget(app: AppCredential | None = None) -> None:
-    """Drop cached tokens (of one app, or all)."""
+    """Drop cached tokens and msal applications (of one app, or all)."""
     with _lock:
         for key in list(_cache):
             if app is None or key[:2] == (app.token_url, app.client_id):
                 del _cache[key]
+        for key in list(_apps):
+            if app is None or key[:2] == (app.token_url, app.client_id):
+                _apps.pop(key)[1].close()
 
 
-def _fetch(app: AppCredential, scope: str) -> AccessToken:
-    global token_requests
+def _fetch(app: AppCredential, scope: str, *, force: bool) -> AccessToken:
     SECRET_FILTER.add_secret(app.secret)
-    form = {"grant_type": "client_credentials", "client_id": app.client_id, "scope": scope}
-    if app.uses_certificate:
-        form["client_assertion_type"] = ASSERTION_TYPE
-        form["client_assertion"] = _client_assertion(app)
-    else:
-        form["client_secret"] = app.secret
     started = time.time()
-    try:
-        response = requests.post(
-            app.token_url, data=form, timeout=app.timeout, verify=app.verify_tls
-        )
-    except requests.exceptions.SSLError:
-        raise TokenError(
-            f"the TLS certificate of the identity platform at {_host(app)} is not valid: check "
-            "'authority' (or, on test systems only, verify_tls=false)"
-        ) from None
-    except requests.exceptions.Timeout:
-        raise TokenError(
-            f"the identity platform at {_host(app)} did not answer within {app.timeout} s"
-        ) from None
-    except requests.exceptions.ConnectionError as exc:
-        raise TokenError(
-            f"cannot reach the identity platform at {_host(app)} ({type(exc).__name__}): check "
-            "'authority' and that this machine may connect to it"
-        ) from None
-    finally:
-        token_requests += 1
-    try:
-        document = response.json()
-    except ValueError:
-        document = {}
-    if response.status_code != 200 or "access_token" not in document:
-        raise _token_error(app, scope, response.status_code, document)
-    value = document["access_token"]
+    with _explained(app, scope, "asking for a token") as http:
+        client = _application(app, http)
+        if force:
+            client.remove_tokens_for_client()
+        result = client.acquire_token_for_client(scopes=[scope])
+    if "access_token" not in result:
+        status = http.last.status_code if http.last is not None else 0
+        raise _token_error(app, scope, status, result)
+    value = result["access_token"]
     SECRET_FILTER.add_secret(value)
-    expires_in = float(document.get("expires_in", 3599))
+    expires_in = float(result.get("expires_in", 3599))
     log.debug(
-        "app %s: token for %s from %s, valid %d s", app.client_id, scope, _host(app), expires_in
-    )
+        "app %s: token for %s from %s (%s), valid %d s",
+        app.client_id, scope, _host(app), result.get("token_source", "?"), expires_in,
+    )  # fmt: skip
     return AccessToken(value=value, expires_at=started + expires_in, scope=scope)
+
+
+def _application(app: AppCredential, http: _Http) -> msal.ConfidentialClientApplication:
+    """The process's msal application for this credential (created on first use: msal reads the
+    tenant's OpenID configuration then)."""
+    key = (app.token_url, app.client_id, hashlib.sha256(app.secret.encode()).hexdigest())
+    known = _apps.get(key)
+    if known is not None:
+        return known[0]
+    client = msal.ConfidentialClientApplication(
+        app.client_id,
+        client_credential=_client_credential(app),
+        authority=f"{app.authority.rstrip('/')}/{app.tenant_id}",
+        http_client=http,
+        instance_discovery=False,  # the authority is the connection's (any cloud, or a test one)
+        token_cache=msal.TokenCache(),
+    )
+    _apps[key] = (client, http)
+    return client
+
+
+class _explained:
+    """Runs msal's part with the credential's HTTP client; turns what can go wrong on the way
+    (TLS, timeouts, no route, a discovery the platform refused) into a TokenError with the fix."""
+
+    def __init__(self, app: AppCredential, scope: str, doing: str):
+        self.app, self.scope, self.doing = app, scope, doing
+        known = _apps.get(
+            (app.token_url, app.client_id, hashlib.sha256(app.secret.encode()).hexdigest())
+        )
+        self.http = known[1] if known else _Http(app)
+
+    def __enter__(self) -> _Http:
+        return self.http
+
+    def __exit__(self, kind, exc, traceback) -> bool:  # noqa: ANN001
+        app, where = self.app, _host(self.app)
+        if exc is None:
+            return False
+        if isinstance(exc, requests.exceptions.SSLError):
+            raise TokenError(
+                f"the TLS certificate of the identity platform at {where} is not valid: check "
+                "'authority' (or, on test systems only, verify_tls=false)"
+            ) from None
+        if isinstance(exc, requests.exceptions.Timeout):
+            raise TokenError(
+                f"the identity platform at {where} did not answer within {app.timeout} s"
+            ) from None
+        if isinstance(exc, requests.exceptions.ConnectionError):
+            raise TokenError(
+                f"cannot reach the identity platform at {where} ({type(exc).__name__}): check "
+                "'authority' and that this machine may connect to it"
+            ) from None
+        if isinstance(exc, ValueError):
+            last = self.http.last
+            document = _json(last) if last is not None else {}
+            if document.get("error_codes"):  # the platform refused the discovery (AADSTS90002)
+                raise _token_error(app, self.scope, last.status_code, document) from None
+            if "https" in str(exc) and not app.authority.startswith("https://"):
+                raise TokenError(
+                    f"'authority' {app.authority} is not an https URL: the identity platform is "
+                    "only reached over HTTPS"
+                ) from None
+            raise TokenError(
+                f"{self.doing}: the authority {where} does not answer like the Microsoft identity "
+                f"platform ({SECRET_FILTER.scrub(str(exc))[:300]}); check 'authority'"
+            ) from None
+        return False
+
+
+def _json(response: requests.Response) -> dict:
+    try:
+        document = json.loads(response.text)
+    except ValueError:
+        return {}
+    return document if isinstance(document, dict) else {}
 
 
 def _host(app: AppCredential) -> str:
     return urlsplit(app.authority).netloc or app.authority
 
 
-def _client_assertion(app: AppCredential) -> str:
-    """A signed JWT proving possession of the certificate's private key (RFC 7523), as the
-    identity platform asks for certificate credentials: x5t is the certificate's SHA-1
-    thumbprint, aud the token endpoint."""
-    import base64
-
-    import jwt
+def _client_credential(app: AppCredential) -> str | dict[str, str]:
+    """msal's client credential: the secret, or the private key and certificate read from the
+    PEM text in the password (msal signs the assertion with the certificate's SHA-256
+    thumbprint, as the identity platform asks for certificate credentials)."""
+    if not app.uses_certificate:
+        return app.secret
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    pem = normalize_pem(app.secret).encode()
+    pem = normalize_pem(app.secret)
     try:
-        certificate = x509.load_pem_x509_certificate(pem)
-        key = serialization.load_pem_private_key(pem, password=None)
+        certificate = x509.load_pem_x509_certificate(pem.encode())
+        key = serialization.load_pem_private_key(pem.encode(), password=None)
     except ValueError:
         raise TokenError(
             "the password holds PEM text but not both an unencrypted private key and its "
             "certificate: paste the key and the certificate registered with the app, one after "
             "the other"
         ) from None
-    # the identity platform names certificates by their SHA-1 thumbprint
-    sha1 = hashlib.sha1(certificate.public_bytes(serialization.Encoding.DER)).digest()  # noqa: S324
-    now = int(time.time())
-    return jwt.encode(
-        {
-            "aud": app.token_url,
-            "iss": app.client_id,
-            "sub": app.client_id,
-            "jti": str(uuid.uuid4()),
-            "nbf": now,
-            "iat": now,
-            "exp": now + 600,
-        },
-        key,
-        algorithm="RS256",
-        headers={"x5t": base64.urlsafe_b64encode(sha1).rstrip(b"=").decode()},
-    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    SECRET_FILTER.add_secret(key_pem)
+    return {
+        "private_key": key_pem,
+        "public_certificate": certificate.public_bytes(serialization.Encoding.PEM).decode(),
+    }
 
 
 _PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.S)
