@@ -63,6 +63,7 @@ AUTHORITIES = {
     "china": "https://login.partner.microsoftonline.cn",
 }
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 # extra key -> (label, help text): the connection form (provider_info) and docs/connection.md
 FIELD_DOCS: dict[str, tuple[str, str]] = {

@@ -44,7 +44,7 @@ def both(airflow_env, sim, pg_dsn, db):
         "AIRFLOW_CONN_EWS_ALICE",
         ews_connection(sim.url, "alice@example.com", "secret", app_user="alice", **common),
     )
-    with IdentitySimulator() as idp:
+    with IdentitySimulator(tls=True) as idp:
         idp.add_resource(RESOURCE, ["Calendars.ReadWrite"])
         app = idp.add_app(roles={RESOURCE: ["Calendars.ReadWrite"]})
         graph = GraphSimulator(source=sim)
@@ -56,7 +56,7 @@ def both(airflow_env, sim, pg_dsn, db):
                     "extra": {**common, "app_user": "alice_graph", "api": "graph",
                               "auth_method": "oauth", "tenant_id": app.tenant_id,
                               "client_id": app.client_id, "authority": idp.authority,
-                              "mailbox": "alice@example.com"},
+                              "mailbox": "alice@example.com", "verify_tls": False},
             }  # fmt: skip
             airflow_env.setenv("AIRFLOW_CONN_GRAPH_ALICE", json.dumps(graph_conn))
             yield {"sim": sim, "graph": graph, "dsn": pg_dsn, "graph_conn": graph_conn,

@@ -35,7 +35,7 @@ COMPARED = (
 
 @pytest.fixture
 def world():
-    with IdentitySimulator() as idp:
+    with IdentitySimulator(tls=True) as idp:
         idp.add_resource(RESOURCE, ["Calendars.Read", "Calendars.ReadWrite"])
         ews = EwsSimulator()
         ews.add_mailbox(MAILBOX, password="secret")
@@ -68,6 +68,7 @@ def graph_settings(world, roles=("Calendars.ReadWrite",), **extra) -> SyncSettin
             tenant_id=app.tenant_id,
             client_id=app.client_id,
             authority=world.idp.authority,
+            verify_tls=False,  # the identity simulator's throwaway certificate
             **{"mailbox": MAILBOX, **extra},
         )  # fmt: skip
     )

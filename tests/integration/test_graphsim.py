@@ -21,7 +21,7 @@ MAILBOX = "alice@example.com"
 
 @pytest.fixture
 def idp():
-    with IdentitySimulator() as identity:
+    with IdentitySimulator(tls=True) as identity:
         yield identity
 
 

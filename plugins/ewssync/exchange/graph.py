@@ -174,9 +174,10 @@ class GraphCalendar:
                 headers["Prefer"] = ", ".join(prefer)
             try:
                 self.requests_sent += 1
+                # verify per request: a session's own verify loses to $REQUESTS_CA_BUNDLE
                 response = self.session.request(
                     method, url, json=json_body, params=params, headers=headers,
-                    timeout=self.settings.timeout_seconds,
+                    timeout=self.settings.timeout_seconds, verify=self.settings.verify_tls,
                 )  # fmt: skip
             except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:  # fmt: skip
                 attempt += 1
