@@ -17,6 +17,14 @@ from tests.ewssim.zones import WINDOWS_ZONES, zone_of
 PUBLIC_STRINGS = "{00020329-0000-0000-C000-000000000046}"
 STAMP_PROPERTY_ID = f"String {PUBLIC_STRINGS} Name ewssyncAppointmentId"
 STAMP_KEY = "PublicStrings:ewssyncAppointmentId"  # the model's key (tests/ewssim)
+_NAMED = re.compile(r"^String \{00020329-0000-0000-C000-000000000046\} Name (\S+)$", re.I)
+
+
+def extended_key(property_id: str) -> str | None:
+    """A named string property's Graph id -> the model's key ("PublicStrings:Name")."""
+    match = _NAMED.match(property_id.strip())
+    return f"PublicStrings:{match.group(1)}" if match else None
+
 
 TYPES = {"Single": "singleInstance", "Occurrence": "occurrence", "Exception": "exception",
          "RecurringMaster": "seriesMaster"}  # fmt: skip
@@ -152,13 +160,14 @@ def to_event(
     zone: ZoneInfo | None = None,
     body_type: str | None = None,
     select: set[str] | None = None,
-    expand_stamp: bool = False,
+    expand_stamp: bool | list[str] = False,
 ) -> dict:
     """One item as a Graph event.
 
     :param body_type: ``Prefer: outlook.body-content-type`` ('html' or 'text'); None: html.
     :param select: $select's property names (None: all); ``id`` always comes.
-    :param expand_stamp: $expand=singleValueExtendedProperties($filter=id eq STAMP_PROPERTY_ID).
+    :param expand_stamp: the property ids of $expand=singleValueExtendedProperties($filter=id eq
+        ...) (True: the stamp's).
     """
     zone = zone or ZoneInfo("UTC")
 
@@ -247,10 +256,12 @@ def to_event(
         if want(name):
             event[name] = values[name]
     if expand_stamp:
-        stamp = item.extended.get(STAMP_KEY)
-        event["singleValueExtendedProperties"] = (
-            [{"id": STAMP_PROPERTY_ID, "value": stamp}] if stamp is not None else []
-        )
+        ids = [STAMP_PROPERTY_ID] if expand_stamp is True else expand_stamp
+        event["singleValueExtendedProperties"] = [
+            {"id": pid, "value": item.extended[key]}
+            for pid in ids
+            if (key := extended_key(pid)) and item.extended.get(key) is not None
+        ]
     return event
 
 
@@ -355,8 +366,10 @@ def fields_of(event: dict) -> dict:
         fields["recurrence"] = None
     extended = {}
     for prop in event.get("singleValueExtendedProperties") or ():
-        if prop.get("id", "").lower() == STAMP_PROPERTY_ID.lower():
-            extended[STAMP_KEY] = prop.get("value")
+        key = extended_key(prop.get("id", ""))
+        if key is None:
+            raise ValueError(f"extended property {prop.get('id')!r} not supported here")
+        extended[key] = prop.get("value")
     if event.get("transactionId"):
         extended["graph:transactionId"] = event["transactionId"]
     if extended:

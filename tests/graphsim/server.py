@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import secrets
 import threading
 import time
@@ -156,23 +157,29 @@ class GraphSimulator:
                     headers_in[name] = (
                         f"{headers_in[name]}, {value}" if name in headers_in else value
                     )
-                status, document, headers, route = simulator.answer(
-                    method, self.path, headers_in, body
-                )
+                # throttling and 500 refuse the request before it is processed (a retried write
+                # does not happen twice), as Graph does; drop_connection processes it and loses
+                # the answer (what transactionId is for)
+                route = simulator.route_of(method, self.path)
                 fault = simulator._take_fault(route) if route else None
                 if fault and fault["kind"] == "latency":
                     time.sleep(float(fault.get("seconds", 1.0)))
-                elif fault:
+                    fault = None
+                if fault and fault["kind"] != "drop_connection":
                     status, document, headers = simulator.fault_answer(fault)
-                    if fault["kind"] == "drop_connection":
-                        self.send_response(200)
-                        self.send_header("Content-Type", "application/json")
-                        self.send_header("Content-Length", "1000")
-                        self.end_headers()
-                        self.wfile.write(b'{"value": [')
-                        self.wfile.flush()
-                        self.close_connection = True
-                        return
+                else:
+                    status, document, headers, route = simulator.answer(
+                        method, self.path, headers_in, body
+                    )
+                if fault and fault["kind"] == "drop_connection":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", "1000")
+                    self.end_headers()
+                    self.wfile.write(b'{"value": [')
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
                 with simulator._lock:
                     simulator.request_counts[route or "unknown"] += 1
                     simulator.arrivals[route or "unknown"].append(
@@ -278,6 +285,10 @@ class GraphSimulator:
         except GraphError as error:
             return error.status, self.error_body(error.code, error.message), error.headers, route
 
+    def route_of(self, method: str, raw_path: str) -> str | None:
+        segments = [unquote(s) for s in urlsplit(raw_path).path.strip("/").split("/")]
+        return self._route_name(method, segments)
+
     @staticmethod
     def _route_name(method: str, segments: list[str]) -> str | None:
         if segments[:1] != ["v1.0"]:
@@ -303,6 +314,8 @@ class GraphSimulator:
                 return "instances"
         if method == "POST" and tail == ["events"]:
             return "create"
+        if method == "POST" and len(tail) == 3 and tail[0] == "events" and tail[2] == "cancel":
+            return "cancel"
         if method == "PATCH" and len(tail) == 2 and tail[0] == "events":
             return "update"
         if method == "DELETE" and len(tail) == 2 and tail[0] == "events":
@@ -376,12 +389,14 @@ class GraphSimulator:
         return names
 
     @staticmethod
-    def _expand(query: dict) -> bool:
+    def _expand(query: dict) -> list[str]:
+        """$expand=singleValueExtendedProperties($filter=id eq '…' or id eq '…'): the ids."""
         text = query.get("$expand")
         if not text:
-            return False
-        if text.startswith("singleValueExtendedProperties") and events.STAMP_PROPERTY_ID in text:
-            return True
+            return []
+        ids = re.findall(r"id eq '([^']+)'", text)
+        if text.startswith("singleValueExtendedProperties(") and ids:
+            return ids
         raise GraphError(400, "BadRequest", f"Parsing OData Select and Expand failed: {text}")
 
     @staticmethod
@@ -589,6 +604,41 @@ class GraphSimulator:
             mailbox.delete(item_id)
         return 204, None, {}
 
+    def _op_cancel(self, mailbox, segments, query, prefer, body, raw_path, **_):
+        """POST /events/{id}/cancel: the organizer cancels a meeting (attendees notified; the
+        model records nothing of the notification) and it leaves the calendar."""
+        item_id = self._item_id(segments[4])
+        with mailbox.lock:
+            item = mailbox.get(item_id)
+            if item is None:
+                raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")  # fmt: skip
+            if item.organizer is not None and item.my_response != "Organizer":
+                raise GraphError(400, "ErrorAccessDenied", "Your request can't be completed. You need to be an organizer to cancel a meeting.")  # fmt: skip
+            mailbox.delete(item_id)
+        return 202, None, {}
+
+    def _op_events(self, mailbox, segments, query, prefer, body, raw_path, **_):
+        """GET /events?$filter=singleValueExtendedProperties/any(ep: ep/id eq '…' and ep/value
+        eq '…'): the calendar's items (singles and series masters) carrying that value."""
+        text = query.get("$filter", "")
+        match = re.fullmatch(
+            r"singleValueExtendedProperties/any\(ep: ep/id eq '([^']+)' and ep/value eq "
+            r"'((?:[^']|'')*)'\)",
+            text,
+        )
+        if text and not match:
+            raise GraphError(400, "BadRequest", f"Invalid filter clause: {text}")
+        found = mailbox.items()
+        if match:
+            key = events.extended_key(match.group(1))
+            value = match.group(2).replace("''", "'")
+            found = [i for i in found if key and i.extended.get(key) == value]
+        found = [mailbox.get(i.item_id) for i in found]
+        base = "/" + "/".join(quote(s, safe="@.") for s in segments)
+        listing = {"entries": found, "offset": 0, "select": self._select(query),
+                   "expand": self._expand(query)}  # fmt: skip
+        return self._page(mailbox, listing, prefer, base)
+
     def _op_instances(self, mailbox, segments, query, prefer, body, raw_path, **_):
         """GET /events/{master}/instances?startDateTime&endDateTime: a series' occurrences and
         exceptions in the range."""
@@ -625,12 +675,14 @@ class GraphSimulator:
             inner_headers = {**auth, **(request.get("headers") or {})}
             inner_body = json.dumps(request["body"]).encode() if "body" in request else b""
             url = request["url"] if request["url"].startswith("/") else "/" + request["url"]
-            status, document, extra, route = self.answer(
-                request["method"].upper(), "/v1.0" + url, inner_headers, inner_body
-            )
+            route = self.route_of(request["method"].upper(), "/v1.0" + url)
             fault = self._take_fault(route) if route else None
             if fault and fault["kind"] in ("throttle429", "http503", "http500"):
-                status, document, extra = self.fault_answer(fault)
+                status, document, extra = self.fault_answer(fault)  # refused, not processed
+            else:
+                status, document, extra, route = self.answer(
+                    request["method"].upper(), "/v1.0" + url, inner_headers, inner_body
+                )
             with self._lock:
                 self.request_counts[f"batch:{route}"] += 1
             answer = {"id": request["id"], "status": status, "headers": extra}

@@ -23,6 +23,7 @@ import requests
 from ewssync.errors import ExchangeError, SyncStateExpired
 from ewssync.exchange import oauth
 from ewssync.exchange.base import GENERAL, SEND_RECEIVE, ConnectionReport, ReportPart
+from ewssync.exchange.graph_write import STAMP_PROPERTY_ID, UID_PROPERTY_ID, GraphWriter
 from ewssync.exchange.redact import SECRET_FILTER
 from ewssync.settings import SyncSettings
 from ewssync.timezones import windows_to_iana
@@ -33,10 +34,12 @@ API_VERSION = "v1.0"
 PAGE_SIZE = 500  # Prefer: odata.maxpagesize for delta and calendarView pages
 BATCH_SIZE = 20  # JSON batching's limit (https://learn.microsoft.com/graph/json-batching)
 WRITE_ROLE = "Calendars.ReadWrite"
-# The stamp push keeps on an item (ews_write.AppointmentStamp): the same named property in
-# PublicStrings, as Graph addresses it.
-STAMP_PROPERTY_ID = "String {00020329-0000-0000-C000-000000000046} Name ewssyncAppointmentId"
-EXPAND_STAMP = f"singleValueExtendedProperties($filter=id eq '{STAMP_PROPERTY_ID}')"
+# The stamp push keeps on an item (ews_write.AppointmentStamp: the same named property) and the
+# UID push wanted (graph_write): read with every event.
+EXPAND_STAMP = (
+    f"singleValueExtendedProperties($filter=id eq '{STAMP_PROPERTY_ID}' or id eq "
+    f"'{UID_PROPERTY_ID}')"
+)
 
 # $select: exactly what the records hold
 RECORD_FIELDS = (
@@ -107,7 +110,7 @@ def token_claims(token: str) -> dict[str, Any]:
         return {}
 
 
-class GraphCalendar:
+class GraphCalendar(GraphWriter):
     """One mailbox's calendar over Microsoft Graph.
 
     :param settings: the connection's settings (api graph, auth_method oauth).
@@ -516,18 +519,20 @@ class GraphCalendar:
         is_meeting = bool(attendees) or event.get("isOrganizer") is False
         organizer = ((event.get("organizer") or {}).get("emailAddress") or {}).get("address")
         response = (event.get("responseStatus") or {}).get("response")
-        stamp = next(
-            (p.get("value") for p in event.get("singleValueExtendedProperties") or ()
-             if p.get("id", "").lower() == STAMP_PROPERTY_ID.lower()),
-            None,
-        )  # fmt: skip
+        props = {
+            p.get("id", "").lower(): p.get("value")
+            for p in event.get("singleValueExtendedProperties") or ()
+        }
+        stamp = props.get(STAMP_PROPERTY_ID.lower())
+        # the UID push gave the series (Graph cannot set iCalUId), else Exchange's own
+        uid = props.get(UID_PROPERTY_ID.lower()) or series_uid(event.get("iCalUId"))
         zone_name = event.get("originalStartTimeZone")
         reminder_on = bool(event.get("isReminderOn"))
         return {
             "item_id": event["id"],
             "change_key": event.get("changeKey"),
             "item_type": item_type,
-            "uid": series_uid(event.get("iCalUId")),
+            "uid": uid,
             "recurrence_id": parse_instant(event.get("originalStart"))
             if item_type in ("Occurrence", "Exception")
             else None,
