@@ -42,7 +42,7 @@ def bob(airflow_env, pg_dsn, db):
     db.commit()
     airflow_env.setenv("EWSSYNC_RETRY_DELAY_SECONDS", "1")
     airflow_env.setenv("EWSSYNC_RETRIES", "0")
-    with IdentitySimulator() as idp:
+    with IdentitySimulator(tls=True) as idp:
         idp.add_resource(RESOURCE, ["Calendars.ReadWrite"])
         app = idp.add_app(roles={RESOURCE: ["Calendars.ReadWrite"]})
         graph = GraphSimulator(source=ews)
@@ -58,7 +58,8 @@ def bob(airflow_env, pg_dsn, db):
                               "authority": idp.authority, "mailbox": "bob@example.com",
                               "exchange_timezone": "Europe/Berlin", "weeks_back": 1,
                               "weeks_ahead": 4, "conflict_policy": "app_wins",
-                              "alarm_on_new": True, "alarm_minutes": 10},
+                              "alarm_on_new": True, "alarm_minutes": 10,
+                              "verify_tls": False},
                 }),
             )  # fmt: skip
             yield {"graph": graph, "mailbox": ews.mailbox("bob@example.com"), "dsn": pg_dsn,

@@ -36,7 +36,7 @@ def at(day: int, hour: int, minute: int = 0) -> datetime:
 
 @pytest.fixture
 def world():
-    with IdentitySimulator() as idp:
+    with IdentitySimulator(tls=True) as idp:
         idp.add_resource(RESOURCE, ["Calendars.ReadWrite"])
         app = idp.add_app(roles={RESOURCE: ["Calendars.ReadWrite"]})
         ews = EwsSimulator()
@@ -57,6 +57,7 @@ def world():
                     authority=idp.authority,
                     mailbox=MAILBOX,
                     exchange_timezone=BERLIN,
+                    verify_tls=False,  # the identity simulator's throwaway certificate
                 )  # fmt: skip
             )
             yield GraphCalendar(settings), graph, graph.mailbox(MAILBOX)
