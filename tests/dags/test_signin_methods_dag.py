@@ -38,7 +38,7 @@ HARNESS_LINE = re.compile(r"^.*Sending request.*msg=MaskSecret\(value=.*$", re.M
 @pytest.fixture(params=["http", "https"])
 def scheme(request, monkeypatch):
     if request.param == "http":
-        # oauthlib sends bearer tokens only over https unless told this is a test
+        # oauthlib sends bearer tokens to Exchange only over https unless told this is a test
         monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
     return request.param
 
@@ -58,7 +58,8 @@ def servers(scheme, airflow_env, db, pg_dsn):
     ews.mailbox("alice@example.com").create(
         subject="Visit", start=start, end=start + timedelta(hours=1)
     )
-    idp = IdentitySimulator(tls=scheme == "https").start()
+    # the identity platform is HTTPS whatever Exchange speaks (msal takes nothing else)
+    idp = IdentitySimulator(tls=True).start()
     ews.sign_in.trust(idp)
     idp.add_resource(f"https://{ews.host}", ["full_access_as_app"])
     ews_signin._probed.clear()
