@@ -300,3 +300,36 @@ ON CONFLICT (conn_id) DO UPDATE
        window_start = EXCLUDED.window_start, window_end = EXCLUDED.window_end,
        last_full_sync_at = coalesce(EXCLUDED.last_full_sync_at, ewssync.sync_state.last_full_sync_at),
        updated_at = now();
+
+-- name: claim_mailbox
+-- Claim (server, mailbox, user) for the connection when nobody holds it; return the holder.
+-- A holder committed by a concurrent check after this statement began is not seen: the caller
+-- asks again when no row comes back.
+WITH taken AS (
+    INSERT INTO ewssync.mailbox_claims (server, mailbox, user_id, conn_id)
+    VALUES (%(server)s, %(mailbox)s, %(user_id)s, %(conn_id)s)
+    ON CONFLICT (server, mailbox, user_id) DO NOTHING
+    RETURNING conn_id, claimed_at
+)
+SELECT conn_id, claimed_at FROM taken
+UNION ALL
+SELECT conn_id, claimed_at FROM ewssync.mailbox_claims
+ WHERE server = %(server)s AND mailbox = %(mailbox)s AND user_id = %(user_id)s
+LIMIT 1;
+
+-- name: mailbox_holder
+SELECT conn_id, claimed_at FROM ewssync.mailbox_claims
+ WHERE server = %(server)s AND mailbox = %(mailbox)s AND user_id = %(user_id)s;
+
+-- name: take_over_mailbox
+-- Hand a claim whose holder is gone (deleted, renamed, now pointing elsewhere) to the connection.
+UPDATE ewssync.mailbox_claims SET conn_id = %(conn_id)s, claimed_at = now()
+ WHERE server = %(server)s AND mailbox = %(mailbox)s AND user_id = %(user_id)s
+   AND conn_id = %(holder)s
+RETURNING conn_id;
+
+-- name: release_other_claims
+-- A connection holds one claim: the one its settings name now (it may have been edited).
+DELETE FROM ewssync.mailbox_claims
+ WHERE conn_id = %(conn_id)s
+   AND (server, mailbox, user_id) <> (%(server)s, %(mailbox)s, %(user_id)s);

@@ -99,11 +99,60 @@ class EwsHook(BaseHook):
             report = self.run_test()
         except EwsSyncError as exc:  # invalid settings: the message names the field
             return False, str(exc)
+        if report.ok:
+            holder = self.mailbox_held_by()
+            if holder is not None:
+                from ewssync.claims import duplicate_message
+                from ewssync.exchange.base import ReportPart
+
+                message = duplicate_message(self.get_settings(), holder)
+                report.parts.append(ReportPart(MAILBOX_PART, False, message))
         if _in_connections_test_command():
             # The command prints only "Connection success!" (the message only on failure) and
             # logs below WARNING are not shown there: print both parts of the report first.
             print(report, flush=True)
         return report.ok, str(report)
+
+    def mailbox_held_by(self) -> str | None:
+        """The other connection already syncing this mailbox for the same app user (the claim
+        its check took in the calendar database), or None: none, or it cannot be told here.
+
+        The UI's Test button tests the form's values under a temporary connection id, so the
+        holder tested from its own form shows up as "another" connection; it is recognised by
+        having the same server, user name and extra settings.
+        """
+        from ewssync import claims, pipeline, store
+
+        settings = self.get_settings()
+        try:
+            with store.connect(pipeline.calendar_dsn()) as conn:
+                user = store.find_user(conn, settings.app_user)
+                if user is None:
+                    return None
+                holder = claims.other_holder(conn, settings, user["id"])
+                if holder is None:
+                    return None
+        except Exception as exc:  # no calendar database here, or not migrated yet
+            self.log.info("ewssync: the mailbox claims could not be read: %s", exc)
+            return None
+        tested = self.get_connection(self.ews_conn_id)
+        if _same_fields(claims.airflow_connection(holder), tested):
+            return None
+        return holder
+
+
+MAILBOX_PART = "One connection per mailbox"
+
+
+def _same_fields(one: Any, other: Any) -> bool:
+    """Whether two connections are the same apart from their ids (and passwords)."""
+    if one is None or other is None:
+        return False
+    return (
+        (one.host or "").strip() == (other.host or "").strip()
+        and (one.login or "").strip() == (other.login or "").strip()
+        and one.extra_dejson == other.extra_dejson
+    )
 
 
 def _in_connections_test_command() -> bool:

@@ -8,9 +8,9 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from ewssync import claims, reconcile, store, transform
 from ewssync import extract as extract_step
 from ewssync import push as push_step
-from ewssync import reconcile, store, transform
 from ewssync.errors import (
     ConnectionTestError,
     ExchangeError,
@@ -79,10 +79,20 @@ def _timed(durations: dict[str, float], name: str, started: float) -> None:
 
 
 def check(
-    settings: SyncSettings, dsn: str, calendar, *, move_app_user: bool = False
+    settings: SyncSettings,
+    dsn: str,
+    calendar,
+    *,
+    move_app_user: bool = False,
+    lookup: claims.ConnectionLookup = claims.airflow_connection,
 ) -> dict[str, Any]:
     """Fail fast: schema current, app user known and matching the mailbox (and the one the
-    connection synced for so far, unless told to move), connection test OK."""
+    connection synced for so far, unless told to move), connection test OK, and no other
+    connection syncing the same mailbox for the same app user (claims.py).
+
+    :param lookup: finds another connection by id (None when it does not exist): whether the
+        holder of a claim on this mailbox still exists and still names it.
+    """
     store.migrate(dsn)
     with store.connect(dsn) as conn:
         user = store.find_user(conn, settings.app_user)
@@ -95,6 +105,10 @@ def check(
     except ExchangeError:
         report = calendar.test(write=False)
         raise ConnectionTestError(settings.conn_id, report) from None
+    # Claimed only once the mailbox answered: a connection that cannot sign in (a wrong
+    # password) never holds a mailbox another connection reaches.
+    with store.connect(dsn) as conn:
+        claims.claim_mailbox(conn, settings, user["id"], lookup)
     report = f"connection {settings.conn_id}: {settings.mailbox} reachable, calendar readable"
     log.info(report)
     return {"user_id": user["id"], "report": report}

@@ -42,6 +42,7 @@ EXTRA_FIELDS: dict[str, tuple[Any, str]] = {
     "weeks_ahead": (26, "int"),
     "schedule": (DEFAULT_SCHEDULE, "schedule"),
     "allow_mailbox_mismatch": (False, "bool"),
+    "allow_duplicate_mailbox": (False, "bool"),
     "verify_tls": (True, "bool"),
     "timeout_seconds": (30, "int"),
     "test_write": (True, "bool"),
@@ -112,6 +113,11 @@ FIELD_DOCS: dict[str, tuple[str, str]] = {
     "allow_mailbox_mismatch": (
         "Allow mailbox mismatch",
         "Sync even if the mailbox differs from the app user's e-mail (shared calendars)",
+    ),
+    "allow_duplicate_mailbox": (
+        "Allow a second connection",
+        "Sync even if another connection already syncs this mailbox for the same app user "
+        "(every appointment then arrives twice)",
     ),
     "verify_tls": ("Verify TLS", "Check the server's TLS certificate (leave on)"),
     "timeout_seconds": ("Timeout (s)", "Seconds to wait for one answer from Exchange (1-600)"),
@@ -201,6 +207,7 @@ class SyncSettings:
     conflict_policy: str = "exchange_wins"
     send_cancellations: bool = False
     api: str = "ews"
+    allow_duplicate_mailbox: bool = False
 
     def __str__(self) -> str:
         return f"SyncSettings({self.conn_id}: {self.username} @ {self.service_endpoint})"

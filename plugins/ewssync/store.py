@@ -382,6 +382,41 @@ def mark_abandoned_runs(conn, conn_id: str, run_key: str) -> list[str]:
     return [row["run_key"] for row in rows]
 
 
+# --- mailbox claims ------------------------------------------------------------------------------
+
+
+def claim_mailbox(conn, conn_id: str, server: str, mailbox: str, user_id: int) -> str:
+    """Claim (server, mailbox, app user) for the connection unless held; return the holder."""
+    key = {"conn_id": conn_id, "server": server, "mailbox": mailbox, "user_id": user_id}
+    for _ in range(3):
+        rows = execute(conn, "claim_mailbox", key)
+        if rows:
+            return rows[0]["conn_id"]
+        # a concurrent check committed its claim after this statement's snapshot: ask again
+    raise StoreError(f"connection {conn_id!r}: cannot read or take the claim on {mailbox!r}")
+
+
+def mailbox_holder(conn, server: str, mailbox: str, user_id: int) -> str | None:
+    """The connection holding (server, mailbox, app user), or None."""
+    key = {"server": server, "mailbox": mailbox, "user_id": user_id}
+    rows = execute(conn, "mailbox_holder", key)
+    return rows[0]["conn_id"] if rows else None
+
+
+def take_over_mailbox(
+    conn, conn_id: str, holder: str, server: str, mailbox: str, user_id: int
+) -> bool:
+    """Move the claim from ``holder`` (gone) to the connection; False if it moved meanwhile."""
+    key = {"conn_id": conn_id, "holder": holder, "server": server, "mailbox": mailbox}
+    return bool(execute(conn, "take_over_mailbox", {**key, "user_id": user_id}))
+
+
+def release_other_claims(conn, conn_id: str, server: str, mailbox: str, user_id: int) -> None:
+    """Drop the connection's claims on anything but (server, mailbox, app user)."""
+    key = {"conn_id": conn_id, "server": server, "mailbox": mailbox, "user_id": user_id}
+    execute(conn, "release_other_claims", key)
+
+
 # --- app user ----------------------------------------------------------------------------------
 
 

@@ -34,10 +34,17 @@ def test_a_connection_saved_through_the_api_gets_its_dag_runs_on_celery_and_goes
     api.add_ews_connection(GOOD, stack.sim_url, "demo@example.com", stack.sim_password, **extra)
     api.add_ews_connection(BAD, stack.sim_url, "demo@example.com", "not-the-password", **extra)
     saved = time.monotonic()
+    # the same mailbox for another app user (one connection per mailbox *and app user*); manual
+    # runs only: step 3 makes it a duplicate of GOOD
+    with psycopg2.connect(stack.calendar_dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO calendar.users (login, email) VALUES ('demo_cli', 'demo@example.com')"
+        )
+    cli_extra = {**extra, "app_user": "demo_cli", "schedule": "none"}
     added = airflow_cli(
         stack, "connections", "add", CLI, "--conn-type", "ews", "--conn-host", stack.sim_url,
         "--conn-login", "demo@example.com", "--conn-password", stack.sim_password,
-        "--conn-extra", json.dumps(extra),
+        "--conn-extra", json.dumps(cli_extra),
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
 
@@ -80,9 +87,10 @@ def test_a_connection_saved_through_the_api_gets_its_dag_runs_on_celery_and_goes
             timeout=240,
         )
     good = api.task_instances(f"ewssync__{GOOD}", runs[GOOD])
+    failed = [task for task, ti in good.items() if ti["state"] == "failed"]
     assert {task: ti["state"] for task, ti in good.items()} == dict.fromkeys(
         ("check", "extract", "transform", "load", "push", "report"), "success"
-    )
+    ), "\n".join(api.task_log(f"ewssync__{GOOD}", runs[GOOD], task)[-4000:] for task in failed)
     assert {ti["queue"] for ti in good.values()} == {stack.queue}  # the stack's Celery queue
     with psycopg2.connect(stack.calendar_dsn) as conn, conn.cursor() as cur:
         cur.execute(
@@ -95,6 +103,32 @@ def test_a_connection_saved_through_the_api_gets_its_dag_runs_on_celery_and_goes
             (GOOD, runs[GOOD]),
         )
         assert cur.fetchone() == ("success",)
+
+    # CLI edited to GOOD's app user: a second connection for the same mailbox and app user.
+    # Its test says so, and its check fails at once, naming GOOD (which claimed the mailbox).
+    api.ok(
+        "PATCH",
+        f"/connections/{CLI}",
+        params={"update_mask": "extra"},
+        json={
+            "connection_id": CLI,
+            "conn_type": "ews",
+            "extra": json.dumps({**cli_extra, **extra}),
+        },
+    )
+    tested = airflow_cli(stack, "connections", "test", CLI)
+    output = tested.stdout + tested.stderr
+    assert "One connection per mailbox: FAILED" in output, output
+    assert f"by connection '{GOOD}'" in output, output
+    duplicate = api.trigger(f"ewssync__{CLI}")
+    wait_for(
+        f"run {duplicate} of {CLI} finished",
+        lambda: api.run_state(f"ewssync__{CLI}", duplicate) in ("success", "failed"),
+        timeout=240,
+    )
+    assert api.task_instances(f"ewssync__{CLI}", duplicate)["check"]["state"] == "failed"
+    log = api.task_log(f"ewssync__{CLI}", duplicate, "check")
+    assert f"by connection '{GOOD}'" in log and "allow_duplicate_mailbox" in log, log[-3000:]
 
     assert api.run_state(f"ewssync__{BAD}", runs[BAD]) == "failed"
     bad = api.task_instances(f"ewssync__{BAD}", runs[BAD])
