@@ -54,6 +54,7 @@ EXTRA_FIELDS: dict[str, tuple[Any, str]] = {
     "throttle_wait_seconds": (300, "int"),
     "conflict_policy": ("exchange_wins", "choice:exchange_wins|app_wins|newest_wins"),
     "send_cancellations": (False, "bool"),
+    "concurrency": (4, "int"),
 }
 
 AUTH_METHODS = ("basic", "ntlm", "oauth", "auto")
@@ -159,6 +160,11 @@ FIELD_DOCS: dict[str, tuple[str, str]] = {
         "Send cancellations",
         "When the app deletes a meeting, Exchange sends cancellations to its attendees",
     ),
+    "concurrency": (
+        "Parallel requests",
+        "Most EWS requests one task keeps in flight at once (1-16): item reads and calendar-view "
+        "pages overlap; throttling still pauses them all",
+    ),
 }
 
 _INT_RANGES = {
@@ -168,6 +174,7 @@ _INT_RANGES = {
     "timeout_seconds": (1, 600),
     "task_timeout_minutes": (1, 720),
     "throttle_wait_seconds": (0, 3600),
+    "concurrency": (1, 16),
 }
 
 
@@ -208,6 +215,7 @@ class SyncSettings:
     send_cancellations: bool = False
     api: str = "ews"
     allow_duplicate_mailbox: bool = False
+    concurrency: int = 4
 
     def __str__(self) -> str:
         return f"SyncSettings({self.conn_id}: {self.username} @ {self.service_endpoint})"

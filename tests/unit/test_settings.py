@@ -60,6 +60,7 @@ def test_defaults():
         "verify_tls": True,
         "timeout_seconds": 30,
         "test_write": True,
+        "concurrency": 4,
     }
     assert {key: getattr(settings, key) for key in expected} == expected
 
@@ -136,6 +137,8 @@ def test_server_to_endpoint(server, port, endpoint):
         ("verify_tls", "false", False),
         ("timeout_seconds", 5, 5),
         ("test_write", False, False),
+        ("concurrency", 1, 1),
+        ("concurrency", "16", 16),
         ("mailbox", "Shared.Calendar@Example.com", "shared.calendar@example.com"),
     ],
 )
@@ -172,6 +175,9 @@ def test_valid_values(key, given, expected):
         ({"schedule": "@sometimes"}, {}, "schedule", "preset"),
         ({"timeout_seconds": 0}, {}, "timeout_seconds", "1 to 600"),
         ({"timeout_seconds": "slow"}, {}, "timeout_seconds", "whole number"),
+        ({"concurrency": 0}, {}, "concurrency", "1 to 16"),
+        ({"concurrency": 17}, {}, "concurrency", "1 to 16"),
+        ({"concurrency": "many"}, {}, "concurrency", "whole number"),
         ({"mailbox": "not-an-address"}, {}, "mailbox", "e-mail address"),
         ({"app_user": ""}, {}, "app_user", "calendar.users"),
         ({"app_user": None}, {}, "app_user", "calendar.users"),

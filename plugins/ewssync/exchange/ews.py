@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, time, timedelta
 from time import sleep
 from typing import Any
@@ -53,6 +54,7 @@ install_secret_filter()  # exchangelib's loggers exist only now that it is impor
 
 VIEW_PAGE_SIZE = 1000  # Exchange's default limit for one FindItem
 FETCH_CHUNK = 100
+MAX_VIEW_PARTS = 64  # the most parts read_index cuts the rest of a big window into
 MIN_SPLIT = timedelta(hours=1)
 
 FETCH_FIELDS = (
@@ -218,7 +220,8 @@ class EwsCalendar(EwsWriter):
                     max_wait=self.settings.timeout_seconds * 2,
                     total_wait=self.settings.throttle_wait_seconds,
                 ),
-                max_connections=4,
+                # one HTTP session per request in flight (see fetch and read_index)
+                max_connections=self.settings.concurrency,
             )
             drop_stale_protocol(config)
             self._account = Account(
@@ -233,7 +236,7 @@ class EwsCalendar(EwsWriter):
             policy = self._account.protocol.retry_policy
             if isinstance(policy, RetryPolicy):  # the cached protocol's: a fresh budget
                 policy.start_budget(self.settings.throttle_wait_seconds)
-            tune_protocol(self._account.protocol)
+            tune_protocol(self._account.protocol, self.settings.concurrency)
         return self._account
 
     @property
@@ -350,19 +353,48 @@ class EwsCalendar(EwsWriter):
     # --- reading --------------------------------------------------------------------------
 
     def read_index(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
-        """Ids, change keys and times of every item in [start, end).
+        """Ids, change keys and times of every item in [start, end), ordered by start, end, id.
 
         One FindItem per page (simple fields only, no GetItem). A view comes back sorted by
-        start, so a full page is kept up to its last start time and the next page asks from
-        there; a window is split in two only when the server refuses it as too big, or when a
-        page cannot advance (more items than a page starting at one instant).
+        start, so a full page is kept up to its last start time and the rest is read from there;
+        a window is split in two only when the server refuses it as too big, or when a page
+        cannot advance (more items than a page starting at one instant).
+
+        When the first page is full, the rest of the window is cut into parts of about a page
+        each (the first answer's TotalItemsInView says how many items remain) and the parts are
+        read ``concurrency`` at a time. The parts depend only on what the server holds, never on
+        the concurrency, and the result is sorted: the same records in the same order whatever
+        the setting.
+        """
+        first, rest, total = self._read_range(start, end, first_only=True)
+        if rest is None:
+            return _index_order(first)
+        low = rest[0]
+        remaining = max(total - len(first), 1)
+        parts = min(max(-(-remaining // self.view_page_size), 1), MAX_VIEW_PARTS)
+        step = (end - low) / parts
+        bounds = [low + step * n for n in range(parts)] + [end]
+        ranges = list(zip(bounds[:-1], bounds[1:], strict=True))
+        found = dict(first)
+        for part in self._parallel(lambda bounds: self._read_range(*bounds)[0], ranges):
+            found.update(part)
+        return _index_order(found)
+
+    def _read_range(
+        self, start: datetime, end: datetime, first_only: bool = False
+    ) -> tuple[dict[str, dict[str, Any]], tuple[datetime, datetime] | None, int]:
+        """The index entries of [start, end), page after page.
+
+        :param first_only: stop after the first page that can advance, and return the range
+            still to read (None when complete) and the first answer's TotalItemsInView.
         """
         found: dict[str, dict[str, Any]] = {}
         pending = [(start, end)]
+        total = 0
         while pending:
             low, high = pending.pop()
             try:
-                page, server_cut = self._retrying(
+                page, server_cut, total = self._retrying(
                     lambda low=low, high=high: self._view_page(low, high)
                 )
                 cut = server_cut or len(page) >= self.view_page_size
@@ -376,16 +408,12 @@ class EwsCalendar(EwsWriter):
             for item in page:
                 if isinstance(item, Exception):
                     raise self._error("reading the calendar", item)
-            if cut and page:
-                starts = [self._instants(item)[0] for item in page]
-                last_start = max(starts)
+            entries = [self._index_entry(item) for item in page]
+            if cut and entries:
+                last_start = max(entry["start"] for entry in entries)
                 if last_start > low:
                     # keep what started before the last start (complete); ask again from there
-                    page = [
-                        item
-                        for item, item_start in zip(page, starts, strict=True)
-                        if item_start < last_start
-                    ]
+                    entries = [entry for entry in entries if entry["start"] < last_start]
                     pending.append((last_start, high))
                     cut = False
             if cut:
@@ -398,22 +426,48 @@ class EwsCalendar(EwsWriter):
                 middle = low + (high - low) / 2
                 pending.extend([(middle, high), (low, middle)])
                 continue
-            for item in page:
-                start_utc, end_utc = self._instants(item)
+            for entry in entries:
                 # an item overlapping a page boundary comes back twice: keep one
-                found[item.id] = {
-                    "item_id": item.id,
-                    "change_key": item.changekey,
-                    "item_type": item.type or "Single",
-                    "start": start_utc,
-                    "end": end_utc,
-                    "is_all_day": bool(item.is_all_day),
-                }
-        return list(found.values())
+                found[entry["item_id"]] = entry
+            if first_only and pending:
+                # pages are pushed last-first: the rest of the window is one range from here
+                rest_low = min(low for low, _ in pending)
+                return found, (rest_low, end), total
+        return found, None, total
 
-    def _view_page(self, low: datetime, high: datetime) -> tuple[list, bool]:
+    def _index_entry(self, item) -> dict[str, Any]:
+        start_utc, end_utc = self._instants(item)
+        return {
+            "item_id": item.id,
+            "change_key": item.changekey,
+            "item_type": item.type or "Single",
+            "start": start_utc,
+            "end": end_utc,
+            "is_all_day": bool(item.is_all_day),
+        }
+
+    def _parallel(self, work, inputs: list) -> list:
+        """``work`` of each input, ``concurrency`` at a time, the results in input order.
+
+        The first failure (in input order) is raised; work not yet started is cancelled.
+        """
+        if self.settings.concurrency <= 1 or len(inputs) <= 1:
+            return [work(value) for value in inputs]
+        _ = self.calendar  # account and folder built once, before the threads share them
+        pool = ThreadPoolExecutor(
+            max_workers=min(self.settings.concurrency, len(inputs)),
+            thread_name_prefix=f"ews-{self.settings.conn_id}",
+        )
+        try:
+            futures = [pool.submit(work, value) for value in inputs]
+            return [future.result() for future in futures]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _view_page(self, low: datetime, high: datetime) -> tuple[list, bool, int]:
         """One CalendarView page over [low, high), checked against what the server said it
-        holds; also whether the server cut the view short (IncludesLastItemInRange false).
+        holds; also whether the server cut the view short (IncludesLastItemInRange false) and
+        how many items the server says the view holds (TotalItemsInView).
 
         :raises TransportError: the answer holds fewer items than TotalItemsInView (cut
             short: read again, never taken as complete).
@@ -434,43 +488,55 @@ class EwsCalendar(EwsWriter):
                     f"{noted.total_items} items it announces"
                 )
         server_cut = any(not noted.includes_last for noted in pages)
-        return page, server_cut
+        total = max((noted.total_items for noted in pages), default=len(page))
+        return page, server_cut, total
 
     def fetch(self, item_ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
-        """Full records for the ids (GetItem, 100 per request).
+        """Full records for the ids (GetItem, 100 per request, ``concurrency`` requests at once).
 
-        :return: the records, and the ids Exchange no longer has (ErrorItemNotFound, or
-            ErrorCalendarOccurrenceIsDeletedFromRecurrence for a deleted occurrence).
+        :return: the records in the order of ``item_ids``, and the ids Exchange no longer has
+            (ErrorItemNotFound, or ErrorCalendarOccurrenceIsDeletedFromRecurrence for a deleted
+            occurrence).
         """
         records: list[dict[str, Any]] = []
         missing: list[str] = []
         if not item_ids:
             return records, missing
-        reset_dropped_nul_characters()
+        chunks = [item_ids[n : n + FETCH_CHUNK] for n in range(0, len(item_ids), FETCH_CHUNK)]
         try:
-            results = self._retrying(
-                lambda: list(
-                    self.account.fetch(
-                        ids=[(item_id, None) for item_id in item_ids],
-                        folder=self.calendar,
-                        only_fields=[*FETCH_FIELDS, *self._zone_fields()],
-                        chunk_size=FETCH_CHUNK,
-                    )
-                )
-            )
-            for item_id, result in zip(item_ids, results, strict=True):
-                if isinstance(result, _GONE):
-                    missing.append(item_id)
-                elif isinstance(result, Exception):
-                    raise self._error("reading an item", result)
-                else:
-                    records.append(self._record(result))
+            for chunk_records, chunk_missing, nul in self._parallel(self._fetch_chunk, chunks):
+                records.extend(chunk_records)
+                missing.extend(chunk_missing)
+                self.dropped_nul_characters += nul
         except ExchangeError:
             raise
         except Exception as exc:
             raise self._error("reading items", exc) from None
-        self.dropped_nul_characters += dropped_nul_characters()
         return records, missing
+
+    def _fetch_chunk(self, item_ids: list[str]) -> tuple[list[dict[str, Any]], list[str], int]:
+        """One GetItem (retried as a whole): records, ids gone, NUL characters dropped."""
+        reset_dropped_nul_characters()  # counted per thread: each chunk reads its own
+        results = self._retrying(
+            lambda: list(
+                self.account.fetch(
+                    ids=[(item_id, None) for item_id in item_ids],
+                    folder=self.calendar,
+                    only_fields=[*FETCH_FIELDS, *self._zone_fields()],
+                    chunk_size=FETCH_CHUNK,
+                )
+            )
+        )
+        records: list[dict[str, Any]] = []
+        missing: list[str] = []
+        for item_id, result in zip(item_ids, results, strict=True):
+            if isinstance(result, _GONE):
+                missing.append(item_id)
+            elif isinstance(result, Exception):
+                raise self._error("reading an item", result)
+            else:
+                records.append(self._record(result))
+        return records, missing, dropped_nul_characters()
 
     def read_window(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """Full records of every item in [start, end): read_index, then fetch."""
@@ -697,6 +763,13 @@ def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, ews_errors.TransportError) and "Connection broken" in str(exc):
         return True  # exchangelib re-raises requests' ChunkedEncodingError as a TransportError
     return isinstance(exc, ews_errors.SOAPError) and "internal server error" in str(exc).lower()
+
+
+def _index_order(found: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Index entries in one order whatever the pages and threads: start, end, item id."""
+    return sorted(
+        found.values(), key=lambda entry: (entry["start"], entry["end"], entry["item_id"])
+    )
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -12,12 +12,14 @@ from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from queue import Empty
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import requests
 from exchangelib import CalendarItem, Configuration, EWSTimeZone, FaultTolerance
 from exchangelib import errors as ews_errors
+from exchangelib.errors import SessionPoolMinSizeReached
 from exchangelib.fields import CharField, TimeZoneField
 from exchangelib.protocol import BaseProtocol, Protocol
 from exchangelib.services.common import EWSService
@@ -129,14 +131,33 @@ def _calendar_item_from_xml(cls, elem, account):
         return item
     if not isinstance(item.start, datetime) or not isinstance(item.end, datetime):
         return item
+    default = account.default_timezone if account is not None else EWSTimeZone("UTC")
+    start, end, first, last, display_zone = all_day_reading(
+        item.start, item.end, (item._start_timezone, item._meeting_timezone),
+        item.ewssync_zone_name, default,
+    )  # fmt: skip
+    # the instants as Exchange sent them: ews.EwsCalendar reads them instead of recomputing
+    object.__setattr__(item, "_ewssync_instants", (start, end))
+    object.__setattr__(item, "_ewssync_display_zone", display_zone)
+    item.start, item.end = first, last  # exchangelib's convention: the end date is inclusive
+    return item
+
+
+def all_day_reading(start, end, item_zones, zone_name: str | None, default):
+    """An all-day item's instants (plain UTC datetimes), its first and last date (inclusive) and
+    the IANA zone its display name names, from what the wire carries (also ews_lean's reading).
+
+    :param item_zones: the item's StartTimeZone and MeetingTimeZone (server_zone values or None).
+    :param zone_name: its <t:TimeZone> display name.
+    :param default: the account's default zone (an EWSTimeZone).
+    """
     # plain datetimes: EWSDateTime's arithmetic insists on EWSTimeZone
-    start, end = (datetime.fromtimestamp(v.timestamp(), UTC) for v in (item.start, item.end))
+    start, end = (datetime.fromtimestamp(v.timestamp(), UTC) for v in (start, end))
     # All-day dates from what the wire carries, never from the host's or the connection's zone
     # alone (see timezones.all_day_dates): the named zone, the definition's periods, the display
     # name (<t:TimeZone> or the zone's Name), and the fact that the item starts at local midnight.
-    default = account.default_timezone if account is not None else EWSTimeZone("UTC")
-    zones = [z for z in (item._start_timezone, item._meeting_timezone) if z is not None]
-    display_names = [item.ewssync_zone_name, *(z.ms_name for z in zones)]
+    zones = [z for z in item_zones if z is not None]
+    display_names = [zone_name, *(z.ms_name for z in zones)]
     display_zone = next(
         (iana for name in display_names if name and (iana := windows_to_iana(name))), None
     )
@@ -153,11 +174,7 @@ def _calendar_item_from_xml(cls, elem, account):
     first, last = all_day_dates(
         start, end, offsets(start), offsets(end), preferred=default.utcoffset(start)
     )
-    # the instants as Exchange sent them: ews.EwsCalendar reads them instead of recomputing
-    object.__setattr__(item, "_ewssync_instants", (start, end))
-    object.__setattr__(item, "_ewssync_display_zone", display_zone)
-    item.start, item.end = first, last  # exchangelib's convention: the end date is inclusive
-    return item
+    return start, end, first, last, display_zone
 
 
 def instants_of(item) -> tuple[datetime, datetime] | None:
@@ -362,23 +379,40 @@ class RetryPolicy(FaultTolerance):
     def start_budget(self, total_wait: float) -> None:
         """Begin a new total-wait budget (one per task's calendar; the policy object is shared
         by exchangelib's cached protocol)."""
-        self.total_wait = total_wait
-        self.waited = 0.0
+        with self._back_off_lock:
+            self.total_wait = total_wait
+            self.waited = 0.0
 
     def back_off(self, seconds):
+        """Pause every request of the protocol until ``seconds`` from now.
+
+        The pause is shared by the threads of a task (exchangelib sleeps until back_off_until
+        before each request), so several threads throttled at once wait together: the budget
+        counts only how far each back-off moves the end of the pause, and a back-off never
+        shortens a longer one another thread was given (exchangelib's overwrote it).
+        """
         asked = self.DEFAULT_BACKOFF if seconds is None else seconds
         log.warning(
             "EWS throttling: the server is busy, waiting %s s before retrying", f"{asked:g}"
         )
-        if self.waited + asked > self.total_wait:
-            raise ews_errors.RateLimitError(
-                f"the server kept throttling (ErrorServerBusy): waited {self.waited:g} s in "
-                f"total, it asks for {asked:g} s more, the limit is {self.total_wait:g} s "
-                "(throttle_wait_seconds)",
-                wait=asked,
-            )
-        self.waited += asked
-        return super().back_off(seconds)
+        if asked > self.max_wait:
+            raise ews_errors.RateLimitError("Max timeout reached", wait=asked)
+        now = datetime.now()  # naive local time, as exchangelib's back_off_until
+        until = now + timedelta(seconds=asked)
+        with self._back_off_lock:
+            current = self._back_off_until
+            paused_until = current if current is not None and current > now else now
+            more = max((until - paused_until).total_seconds(), 0.0)
+            if self.waited + more > self.total_wait:
+                raise ews_errors.RateLimitError(
+                    f"the server kept throttling (ErrorServerBusy): waited {self.waited:g} s in "
+                    f"total, it asks for {asked:g} s more, the limit is {self.total_wait:g} s "
+                    "(throttle_wait_seconds)",
+                    wait=asked,
+                )
+            self.waited += more
+            if until > paused_until:
+                self._back_off_until = until
 
     def raise_response_errors(self, response):
         if response.status_code == 401:
@@ -397,9 +431,51 @@ class RetryPolicy(FaultTolerance):
         return super().raise_response_errors(response)
 
 
-def tune_protocol(protocol) -> None:
-    """Per-protocol settings exchangelib keeps on the class: the first wait without a hint."""
+# --- the session pool under throttling, with several threads ----------------------------------------
+# On every ErrorServerBusy exchangelib calls protocol.decrease_poolsize(), which takes the pool's
+# lock and then get_session() to find a session to close. When every session is out with other
+# threads, get_session() calls increase_poolsize() (the pool is below its maximum after an earlier
+# decrease), which takes the same, non-reentrant lock: the thread waits for itself for ever, and
+# every other thread that needs the lock or a session joins it. It needs two threads throttled
+# close together, which concurrent reads under throttling make likely (tests/integration/
+# test_concurrency.py reproduces it with the simulator's throttling). The replacement never waits
+# while holding the lock: it closes one idle session if there is one, else nothing (the pool shrinks
+# no further than what is idle; the shared back-off, not the pool size, is what pauses the
+# requests). To report upstream (ecederstrand/exchangelib): "decrease_poolsize deadlocks: it calls
+# get_session() under _session_pool_lock, and get_session() may call increase_poolsize(), which
+# takes the same lock".
+
+
+def _decrease_poolsize(self) -> None:
+    if self._session_pool_size <= 1:
+        raise SessionPoolMinSizeReached("Session pool size cannot be decreased further")
+    with self._session_pool_lock:
+        if self._session_pool_size <= 1:
+            return
+        try:
+            session = self._session_pool.get(block=False)
+        except Empty:
+            return  # all sessions are in use; waiting for one here is the deadlock
+        self._session_pool_size -= 1
+    log.debug("EWS session pool lowered to %s after a back-off", self._session_pool_size)
+    self.close_session(session)
+
+
+def _install_pool_fix() -> None:
+    if getattr(BaseProtocol.decrease_poolsize, "_ewssync_no_wait", False):
+        return
+    _decrease_poolsize._ewssync_no_wait = True
+    BaseProtocol.decrease_poolsize = _decrease_poolsize
+
+
+_install_pool_fix()
+
+
+def tune_protocol(protocol, concurrency: int = 4) -> None:
+    """Per-protocol settings: the first wait without a hint (exchangelib keeps it on the class)
+    and one HTTP session per request in flight (a cached protocol keeps its first caller's)."""
     protocol.RETRY_WAIT = NO_HINT_BACK_OFF
+    protocol.max_connections = concurrency
 
 
 def _install_inner_back_off() -> None:
