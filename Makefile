@@ -12,6 +12,7 @@ export EWSSYNC_SQL_DIR := $(CURDIR)/include/sql
 
 help:
 	@echo "make demo   - set up, start the Exchange simulator, run a real sync into local Postgres"
+	@echo "              (make demo API=graph: the same through Microsoft Graph)"
 	@echo "make test   - set up and run the whole test suite (installs chromium for the browser test)"
 	@echo "make bench  - measured speed and scale against a naive baseline (writes BENCHMARKS.md)"
 	@echo "make lint   - ruff check + format check"
@@ -60,7 +61,7 @@ format: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m tools.pg ensure $$EWSSYNC_DEMO_SERVER_DSN
-	$(BIN)/python -m tools.demo
+	$(BIN)/python -m tools.demo $(if $(API),--api $(API))
 
 bench: $(STAMP)
 	$(BIN)/python -m tools.pg ensure $$EWSSYNC_TEST_DSN

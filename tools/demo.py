@@ -4,10 +4,14 @@ Starts the simulator with the realistic fixture mailbox (shifted to this week), 
 calendar database, registers a demo `ews` connection, runs the generated DAG with
 `airflow dags test`, prints what landed, and ends with a round trip: an appointment inserted in
 Postgres appears in the mailbox, an edit made in the mailbox comes back.
+
+``--api graph`` (``make demo API=graph``) does the same through Microsoft Graph: the Graph
+simulator (tests/graphsim) with its identity platform, and a connection with api=graph.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -71,6 +75,44 @@ def prepare_database() -> str:
     return dsn
 
 
+def start_graph_simulator() -> tuple[subprocess.Popen, dict]:
+    """The Graph simulator and its identity platform, serving the same fixture mailbox."""
+    seed = REPO / "tests" / "ewssim" / "fixtures" / "realistic.json"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.graphsim", "--seed", str(seed), "--user", MAILBOX,
+         "--shift-to-today"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    line = process.stdout.readline().strip()
+    try:
+        started = json.loads(line)
+    except ValueError:
+        process.kill()
+        sys.exit(f"make demo: the Graph simulator did not start (it printed {line!r})")
+    say(f"Microsoft Graph simulator at {started['url']}, identity platform at "
+        f"{started['authority']}, mailbox {MAILBOX}")  # fmt: skip
+    return process, started
+
+
+def graph_connection(started: dict) -> dict:
+    """The demo connection through Graph: app-only OAuth against the simulators."""
+    return {
+        "conn_type": "ews",
+        "description": "Demo technician's mailbox (Graph simulator)",
+        "host": started["url"],
+        "login": "",
+        "password": started["secret"],
+        "extra": {
+            **DEMO_EXTRA, "api": "graph", "auth_method": "oauth", "mailbox": MAILBOX,
+            "tenant_id": started["tenant_id"], "client_id": started["client_id"],
+            "authority": started["authority"],
+            "verify_tls": False,  # the simulators' throwaway certificate (test systems only)
+        },
+    }  # fmt: skip
+
+
 def start_simulator() -> tuple[subprocess.Popen, str]:
     seed = REPO / "tests" / "ewssim" / "fixtures" / "realistic.json"
     process = subprocess.Popen(
@@ -88,10 +130,10 @@ def start_simulator() -> tuple[subprocess.Popen, str]:
     return process, url
 
 
-def airflow_env(url: str, dsn: str) -> dict[str, str]:
+def airflow_env(url: str, dsn: str, connection: dict | None = None) -> dict[str, str]:
     home = STATE / "airflow"
     home.mkdir(parents=True, exist_ok=True)
-    connection = {
+    connection = connection or {
         "conn_type": "ews",
         "description": "Demo technician's mailbox (simulator)",
         "host": url,
@@ -152,16 +194,16 @@ def print_summary(dsn: str) -> None:
         print(f"\nLast run: {status} ({mode}); counts {counts}; seconds {durations}")
 
 
-def demo_settings(url: str):
-    """The demo connection's settings, to talk to the mailbox as Outlook would (over EWS)."""
+def demo_settings(env: dict[str, str]):
+    """The demo connection's settings, to talk to the mailbox as Outlook would (over its API)."""
     from ewssync.settings import SyncSettings
 
-    connection = json.loads(airflow_env(url, demo_dsn())[f"AIRFLOW_CONN_{CONN_ID.upper()}"])
+    connection = json.loads(env[f"AIRFLOW_CONN_{CONN_ID.upper()}"])
     fields = {"conn_id": CONN_ID, "port": None, "schema": None, **connection}
     return SyncSettings.from_connection(type("Conn", (), fields)())
 
 
-def round_trip(env: dict[str, str], url: str, dsn: str) -> None:
+def round_trip(env: dict[str, str], dsn: str) -> None:
     """App -> Exchange -> app: insert an appointment in Postgres, sync, find it in the mailbox,
     edit it there (over EWS, as Outlook would), sync, show the edit in Postgres."""
     from datetime import UTC, datetime, timedelta
@@ -183,7 +225,7 @@ def round_trip(env: dict[str, str], url: str, dsn: str) -> None:
         appointment_id = cur.fetchone()[0]
     say(f"round trip: inserted appointment {appointment_id} into calendar.appointments")
     airflow(env, "dags", "test", f"ewssync__{CONN_ID}")
-    calendar = open_calendar(demo_settings(url))
+    calendar = open_calendar(demo_settings(env))
     try:
         found = calendar.find_stamped([str(appointment_id)])
         if str(appointment_id) not in found:
@@ -218,12 +260,20 @@ def round_trip(env: dict[str, str], url: str, dsn: str) -> None:
         sys.exit("make demo: the edit made in the mailbox did not come back")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--api", choices=["ews", "graph"], default="ews")
+    args = parser.parse_args(argv)
     STATE.mkdir(exist_ok=True)
     dsn = prepare_database()
-    simulator, url = start_simulator()
+    if args.api == "graph":
+        simulator, started = start_graph_simulator()
+        url, connection = started["url"], graph_connection(started)
+    else:
+        simulator, url = start_simulator()
+        connection = None
     try:
-        env = airflow_env(url, dsn)
+        env = airflow_env(url, dsn, connection)
         say("Airflow metadata database (sqlite in .demo/airflow)")
         airflow(env, "db", "migrate")
         say(f"airflow dags test ewssync__{CONN_ID}")
@@ -231,7 +281,7 @@ def main() -> None:
         airflow(env, "dags", "test", f"ewssync__{CONN_ID}")
         say(f"sync finished in {time.monotonic() - started:.1f} s")
         print_summary(dsn)
-        round_trip(env, url, dsn)
+        round_trip(env, dsn)
     finally:
         simulator.terminate()
         simulator.wait(timeout=10)
