@@ -8,13 +8,14 @@ PG_DSN ?=
 
 export EWSSYNC_SQL_DIR := $(CURDIR)/include/sql
 
-.PHONY: help venv browser pg pg-stop test test-fast lint format demo bench bench-stack up down clean
+.PHONY: help venv browser pg pg-stop test test-fast lint format demo bench bench-graph bench-stack up down clean
 
 help:
 	@echo "make demo   - set up, start the Exchange simulator, run a real sync into local Postgres"
 	@echo "              (make demo API=graph: the same through Microsoft Graph)"
 	@echo "make test   - set up and run the whole test suite (installs chromium for the browser test)"
 	@echo "make bench  - measured speed and scale against a naive baseline (writes BENCHMARKS.md)"
+	@echo "make bench-graph - the Microsoft Graph backend's figures (its section of BENCHMARKS.md)"
 	@echo "make lint   - ruff check + format check"
 	@echo "make up     - a real Airflow (CeleryExecutor) + the simulator on this machine; make down stops it"
 	@echo "make pg     - the PostgreSQL at 127.0.0.1:5432, or the embedded one started there (make pg-stop)"
@@ -66,6 +67,10 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m tools.pg ensure $$EWSSYNC_TEST_DSN
 	$(BIN)/python -m bench
+
+bench-graph: $(STAMP)
+	$(BIN)/python -m tools.pg ensure $$EWSSYNC_TEST_DSN
+	$(BIN)/python -m bench.graph
 
 bench-stack: $(STAMP)
 	$(BIN)/python -m tools.pg ensure $$EWSSYNC_SERVER_DSN

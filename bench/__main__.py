@@ -403,13 +403,15 @@ def main() -> None:
         command = " ".join(
             f"{k}={os.environ[k]}" for k in sorted(os.environ) if k.startswith("EWSSYNC_BENCH_")
         )
-        # `make bench-stack` writes its own section (between markers); keep it.
+        # `make bench-stack` and `make bench-graph` write their own sections (between
+        # markers); keep them.
         previous = Path(out).read_text() if Path(out).exists() else ""
         kept = ""
-        if "<!-- stack-scale:start -->" in previous and "<!-- stack-scale:end -->" in previous:
-            start = previous.index("<!-- stack-scale:start -->")
-            end = previous.index("<!-- stack-scale:end -->") + len("<!-- stack-scale:end -->")
-            kept = "\n" + previous[start:end] + "\n"
+        for name in ("stack-scale", "graph"):
+            first, last = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+            if first in previous and last in previous:
+                start, end = previous.index(first), previous.index(last) + len(last)
+                kept += "\n" + previous[start:end] + "\n"
         Path(out).write_text(
             "# Benchmarks\n\n"
             f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine}, PostgreSQL local, "
