@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import tempfile
 import threading
@@ -56,7 +57,10 @@ NO_MAILBOX_FAULT = (
 DIAGNOSTICS = {
     "no_roles": '2000008;reason="The token contains no permissions, or permissions can not be '
     'understood.";error_category="invalid_grant"',
-    "audience": '2000003;reason="The audience claim value is invalid for current resource.";'
+    # Exchange's wording (its REST answer InvalidAudienceForResource, README "Signing in");
+    # {audience} and {url} are filled in per request
+    "audience": '2000003;reason="The audience claim value is invalid for current resource. '
+    "Audience claim is '{audience}', request url is '{url}' and resource type is 'Exchange'.\";"
     'error_category="invalid_resource"',
     "expired": '2000001;reason="The token has expired.";error_category="invalid_token"',
     "signature": '2000001;reason="The token signature is not valid.";'
@@ -270,13 +274,15 @@ class SignIn:
             claims = self.idp.verify(token, audiences)
         except InvalidToken as exc:
             self._count(f"token_{exc.reason}")
+            diagnostics = DIAGNOSTICS[exc.reason]
+            if exc.reason == "audience":
+                diagnostics = diagnostics.format(
+                    audience=_unverified_audience(token), url=self.simulator.url
+                )
             return None, Refusal(
                 401,
                 b"",
-                (
-                    *self.challenges(token_error=True),
-                    ("x-ms-diagnostics", DIAGNOSTICS[exc.reason]),
-                ),
+                (*self.challenges(token_error=True), ("x-ms-diagnostics", diagnostics)),
             )
         roles = tuple(claims.get("roles", ()))
         # RBAC for Applications: Exchange itself grants a scoped app the mailboxes of its
@@ -316,6 +322,17 @@ class SignIn:
         self._count("bearer")
         principal.mailbox = mailbox
         return principal, None
+
+
+def _unverified_audience(token: str) -> str:
+    """The ``aud`` claim of a (refused) JWT, read without checking it, as Exchange quotes it."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return ""
+    audience = claims.get("aud", "") if isinstance(claims, dict) else ""
+    return audience if isinstance(audience, str) else ""
 
 
 def certificate_hash(cert_path: Path) -> bytes:

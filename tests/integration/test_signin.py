@@ -227,6 +227,27 @@ def test_token_for_another_audience_or_expired_is_explained(ews, idp):
     assert not report.ok and "clock" in report.parts[0].message, str(report)
 
 
+def test_a_token_for_another_resource_is_quoted_as_exchange_does(ews, idp):
+    """On the wire: 401, the Bearer challenge with error="invalid_token", and x-ms-diagnostics
+    naming the token's audience and the request URL (Exchange's InvalidAudienceForResource
+    wording, tests/ewssim/README.md)."""
+    import requests
+
+    ews.sign_in.offer("bearer")
+    token = idp.issue(full_app(ews, idp), "https://graph.microsoft.com")
+    answer = requests.post(
+        ews.url, data=b"<x/>", headers={"Authorization": f"Bearer {token}"},
+        verify=str(ews.certificate) if ews.tls else True, timeout=10,
+    )  # fmt: skip
+    assert answer.status_code == 401
+    assert 'error="invalid_token"' in answer.headers["WWW-Authenticate"]
+    assert answer.headers["x-ms-diagnostics"] == (
+        '2000003;reason="The audience claim value is invalid for current resource. Audience '
+        f"claim is 'https://graph.microsoft.com', request url is '{ews.url}' and resource type "
+        'is \'Exchange\'.";error_category="invalid_resource"'
+    )
+
+
 def test_basic_against_exchange_online_says_use_oauth(ews, idp):
     ews.sign_in.offer("bearer")  # like Exchange Online: bearer tokens only
     report = open_calendar(settings_for(ews)).test(write=False)
