@@ -61,6 +61,7 @@ def test_defaults():
         "timeout_seconds": 30,
         "test_write": True,
         "concurrency": 4,
+        "lean_parser": True,
     }
     assert {key: getattr(settings, key) for key in expected} == expected
 
@@ -139,6 +140,7 @@ def test_server_to_endpoint(server, port, endpoint):
         ("test_write", False, False),
         ("concurrency", 1, 1),
         ("concurrency", "16", 16),
+        ("lean_parser", "false", False),
         ("mailbox", "Shared.Calendar@Example.com", "shared.calendar@example.com"),
     ],
 )
@@ -178,6 +180,7 @@ def test_valid_values(key, given, expected):
         ({"concurrency": 0}, {}, "concurrency", "1 to 16"),
         ({"concurrency": 17}, {}, "concurrency", "1 to 16"),
         ({"concurrency": "many"}, {}, "concurrency", "whole number"),
+        ({"lean_parser": "fast"}, {}, "lean_parser", "true or false"),
         ({"mailbox": "not-an-address"}, {}, "mailbox", "e-mail address"),
         ({"app_user": ""}, {}, "app_user", "calendar.users"),
         ({"app_user": None}, {}, "app_user", "calendar.users"),

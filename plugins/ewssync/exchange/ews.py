@@ -6,6 +6,7 @@ import logging
 import re
 import socket
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from datetime import UTC, date, datetime, time, timedelta
 from time import sleep
 from typing import Any
@@ -29,7 +30,7 @@ from exchangelib.protocol import BaseProtocol, NoVerifyHTTPAdapter
 from exchangelib.version import EXCHANGE_2007_SP1, EXCHANGE_2010, EXCHANGE_2016
 
 from ewssync.errors import ExchangeError, SyncStateExpired
-from ewssync.exchange import ews_signin
+from ewssync.exchange import ews_lean, ews_signin
 from ewssync.exchange.base import GENERAL, SEND_RECEIVE, ConnectionReport, ReportPart
 from ewssync.exchange.ews_patches import (
     RetryPolicy,
@@ -186,6 +187,7 @@ class EwsCalendar(EwsWriter):
         # ews_patches): reported in the run's counts
         self.dropped_nul_characters = 0
         self._plan: ews_signin.SignInPlan | None = None
+        self._lean_reader: ews_lean.Reader | None = None  # its zone cache lives with the calendar
         SECRET_FILTER.add(settings.username, settings.password)
         SECRET_FILTER.add_secret(settings.password)
 
@@ -473,13 +475,14 @@ class EwsCalendar(EwsWriter):
             short: read again, never taken as complete).
         """
         reset_view_pages()
-        page = list(
-            self.calendar.view(
-                start=EWSDateTime.from_datetime(low.astimezone(UTC)),
-                end=EWSDateTime.from_datetime(high.astimezone(UTC)),
-                max_items=self.view_page_size,
-            ).only(*INDEX_FIELDS, *self._zone_fields())
-        )
+        with self._reading():
+            page = list(
+                self.calendar.view(
+                    start=EWSDateTime.from_datetime(low.astimezone(UTC)),
+                    end=EWSDateTime.from_datetime(high.astimezone(UTC)),
+                    max_items=self.view_page_size,
+                ).only(*INDEX_FIELDS, *self._zone_fields())
+            )
         pages = view_pages()
         for noted in pages:
             if noted.items < min(noted.total_items, self.view_page_size):
@@ -517,16 +520,19 @@ class EwsCalendar(EwsWriter):
     def _fetch_chunk(self, item_ids: list[str]) -> tuple[list[dict[str, Any]], list[str], int]:
         """One GetItem (retried as a whole): records, ids gone, NUL characters dropped."""
         reset_dropped_nul_characters()  # counted per thread: each chunk reads its own
-        results = self._retrying(
-            lambda: list(
-                self.account.fetch(
-                    ids=[(item_id, None) for item_id in item_ids],
-                    folder=self.calendar,
-                    only_fields=[*FETCH_FIELDS, *self._zone_fields()],
-                    chunk_size=FETCH_CHUNK,
+
+        def read() -> list:
+            with self._reading():
+                return list(
+                    self.account.fetch(
+                        ids=[(item_id, None) for item_id in item_ids],
+                        folder=self.calendar,
+                        only_fields=[*FETCH_FIELDS, *self._zone_fields()],
+                        chunk_size=FETCH_CHUNK,
+                    )
                 )
-            )
-        )
+
+        results = self._retrying(read)
         records: list[dict[str, Any]] = []
         missing: list[str] = []
         for item_id, result in zip(item_ids, results, strict=True):
@@ -638,6 +644,15 @@ class EwsCalendar(EwsWriter):
                 raise self._error("deleting an item", result)
 
     # --- helpers ----------------------------------------------------------------------------
+
+    def _reading(self):
+        """Where calendar items of the answers are read: ews_lean (setting lean_parser), else
+        exchangelib's objects. Both give the same records."""
+        if not self.settings.lean_parser:
+            return nullcontext()
+        if self._lean_reader is None:
+            self._lean_reader = ews_lean.Reader(self.account)
+        return ews_lean.lean_reading(self._lean_reader)
 
     def _retrying(self, read, attempts: int = 3):
         """Run an idempotent read, again after a transient failure (a connection dropped

@@ -1,0 +1,244 @@
+"""A lean reading of the hot answers (GetItem, FindItem with a CalendarView): calendar items
+straight from the XML, without exchangelib's per-item object building.
+
+Why: profiling the initial sync (cProfile, 2,000 items from the out-of-process simulator) put
+~85 % of the client's CPU in exchangelib's ``CalendarItem.from_xml`` (field objects, EWSTimeZone
+per item, strptime). Requests, retries, throttling, sessions, per-item errors, the
+incomplete-answer checks (ews_patches) all stay exchangelib's: only the step from a
+``<t:CalendarItem>`` element to an item is replaced, while reading, by ``LeanItem`` -- an object
+with exactly the attributes ``ews.EwsCalendar`` reads, holding exactly the values exchangelib
+would give them (same defaults, same text-to-value rules, same all-day reading via
+``ews_patches.all_day_reading``, same zones via ``ews_patches.server_zone``), so both readings
+produce the same records (tests/integration/test_ews_lean.py compares them).
+
+Switched by the connection setting ``lean_parser`` (on by default).
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from exchangelib import CalendarItem
+from exchangelib.properties import Body, HTMLBody
+from exchangelib.services import GetItem
+from exchangelib.services.find_item import FindItem
+from exchangelib.util import TNS
+
+from ewssync.exchange.ews_patches import all_day_reading, server_zone
+from ewssync.exchange.ews_write import AppointmentStamp
+
+_T = f"{{{TNS}}}"
+_CALENDAR_ITEM = f"{_T}CalendarItem"
+_BOOL = {"true": True, "on": True, "false": False, "off": False}  # exchangelib's; else None
+
+
+class LeanItem:
+    """A calendar item as ews.EwsCalendar reads it (exchangelib's attribute names)."""
+
+    __slots__ = (
+        "id", "changekey", "type", "subject", "location", "body", "uid", "recurrence_id",
+        "start", "end", "is_all_day", "sensitivity", "reminder_is_set",
+        "reminder_minutes_before_start", "legacy_free_busy_status", "categories",
+        "last_modified_time", "is_recurring", "is_cancelled", "my_response_type", "organizer",
+        "ewssync_zone_name", "ewssync_stamp", "_start_timezone", "_meeting_timezone",
+        "_end_timezone", "_ewssync_instants", "_ewssync_display_zone",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, _DEFAULTS.get(name))
+
+
+class Organizer:
+    __slots__ = ("email_address",)
+
+    def __init__(self, email_address: str | None):
+        self.email_address = email_address
+
+
+# exchangelib's defaults for a field the answer does not carry (or carries empty)
+_DEFAULTS = {
+    name: CalendarItem.get_field_by_fieldname(name).default
+    for name in LeanItem.__slots__
+    if not name.startswith("_ewssync") and name not in ("ewssync_stamp",)
+}
+_DEFAULTS["ewssync_stamp"] = None
+_DEFAULTS["_ewssync_instants"] = None
+_DEFAULTS["_ewssync_display_zone"] = None
+
+_TEXT = {  # element -> attribute, text as exchangelib keeps it (empty -> the default)
+    "Subject": "subject", "Location": "location", "UID": "uid", "CalendarItemType": "type",
+    "Sensitivity": "sensitivity", "LegacyFreeBusyStatus": "legacy_free_busy_status",
+    "MyResponseType": "my_response_type", "TimeZone": "ewssync_zone_name",
+}  # fmt: skip
+_FLAG = {
+    "IsAllDayEvent": "is_all_day", "ReminderIsSet": "reminder_is_set",
+    "IsRecurring": "is_recurring", "IsCancelled": "is_cancelled",
+}  # fmt: skip
+_INSTANT = {
+    "Start": "start", "End": "end", "RecurrenceId": "recurrence_id",
+    "LastModifiedTime": "last_modified_time",
+}  # fmt: skip
+_ZONE = {
+    "StartTimeZone": "_start_timezone", "EndTimeZone": "_end_timezone",
+    "MeetingTimeZone": "_meeting_timezone",
+}  # fmt: skip
+_STAMP_NAME = AppointmentStamp.property_name
+_STAMP_SET = AppointmentStamp.distinguished_property_set_id
+
+
+class ZoneCache:
+    """server_zone() per distinct zone the answers name: building an EWSTimeZone is the costly
+    part. The key is everything the zone is read from -- id, display name, the definition's
+    period offsets -- and the fallback, so two definitions that differ never share a zone."""
+
+    def __init__(self) -> None:
+        self._zones: dict = {}
+        self._lock = threading.Lock()
+
+    def zone(self, elem, fallback: str):
+        raw = elem.get("Id") or elem.get("TimeZoneName") or elem.get("Name")
+        periods = tuple(
+            period.get("Bias") for period in elem.iterfind(f"{_T}Periods/{_T}Period")
+        )  # the raw Bias texts: server_zone's reading of them is part of what is cached
+        key = (raw, elem.get("Name"), periods, fallback)
+        zone = self._zones.get(key)
+        if zone is None and key not in self._zones:
+            from ewssync.exchange.ews_patches import _bias_offset
+
+            offsets = [o for bias in periods if (o := _bias_offset(bias)) is not None]
+            zone = server_zone(raw, fallback, display=elem.get("Name"), periods=offsets)
+            with self._lock:
+                self._zones[key] = zone
+        return zone
+
+
+class Reader:
+    """Reads ``<t:CalendarItem>`` elements of one account's answers into LeanItems."""
+
+    def __init__(self, account) -> None:
+        self.default_timezone = account.default_timezone
+        self.fallback = account.default_timezone.key
+        self.zones = ZoneCache()
+
+    def item(self, elem) -> LeanItem:
+        item = LeanItem()
+        for child in elem:
+            tag = child.tag
+            if not isinstance(tag, str) or not tag.startswith(_T):
+                continue
+            name = tag[len(_T) :]
+            if name == "ItemId":
+                item.id = child.get("Id") or None
+                item.changekey = child.get("ChangeKey") or None
+            elif name in _TEXT:
+                text = child.text or None
+                if text is not None:
+                    setattr(item, _TEXT[name], text)
+            elif name in _FLAG:
+                text = child.text or None
+                if text is not None:
+                    setattr(item, _FLAG[name], _BOOL.get(text.lower()))
+            elif name in _INSTANT:
+                text = child.text or None
+                if text is not None:
+                    setattr(item, _INSTANT[name], self.instant(text))
+            elif name in _ZONE:
+                setattr(item, _ZONE[name], self.zones.zone(child, self.fallback))
+            elif name == "Body":
+                text = child.text or None
+                if text is not None:
+                    kind = child.get("BodyType")
+                    item.body = {"HTML": HTMLBody, "Text": Body}[kind](text)
+            elif name == "ReminderMinutesBeforeStart":
+                text = child.text or None
+                if text is not None:
+                    try:
+                        item.reminder_minutes_before_start = int(text)
+                    except ValueError:
+                        item.reminder_minutes_before_start = None
+            elif name == "Categories":
+                item.categories = [
+                    s.text for s in child.iterfind(f"{_T}String") if s.text is not None
+                ]
+            elif name == "Organizer":
+                mailbox = child.find(f"{_T}Mailbox")
+                if mailbox is not None:
+                    address = mailbox.find(f"{_T}EmailAddress")
+                    item.organizer = Organizer(
+                        (address.text or None) if address is not None else None
+                    )
+            elif name == "ExtendedProperty":
+                self._extended(item, child)
+        if item.is_all_day and isinstance(item.start, datetime) and isinstance(item.end, datetime):
+            start, end, first, last, display_zone = all_day_reading(
+                item.start, item.end, (item._start_timezone, item._meeting_timezone),
+                item.ewssync_zone_name, self.default_timezone,
+            )  # fmt: skip
+            item._ewssync_instants = (start, end)
+            item._ewssync_display_zone = display_zone
+            item.start, item.end = first, last
+        return item
+
+    def instant(self, text: str) -> datetime | None:
+        """exchangelib's EWSDateTime.from_string, as DateTimeField reads it: 'Z' (whole
+        seconds), an offset, or naive (in the account's zone); None if it cannot be read."""
+        try:
+            if text.endswith("Z"):
+                if len(text) == 20 and text[10] == "T":
+                    return datetime.fromisoformat(text[:19]).replace(tzinfo=UTC)
+                return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            if len(text) == 19:
+                local = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S")
+                return local.replace(tzinfo=self.default_timezone)
+            return datetime.fromisoformat(text).astimezone(UTC)
+        except ValueError:
+            return None
+
+    @staticmethod
+    def _extended(item: LeanItem, elem) -> None:
+        uri = elem.find(f"{_T}ExtendedFieldURI")
+        if uri is None or uri.get("PropertyName") != _STAMP_NAME:
+            return
+        if uri.get("DistinguishedPropertySetId") != _STAMP_SET:
+            return
+        value = elem.find(f"{_T}Value")
+        item.ewssync_stamp = (value.text if value is not None else None) or ""
+
+
+# --- switching exchangelib's element-to-object step, per thread ---------------------------------
+
+_READING = threading.local()
+
+
+@contextmanager
+def lean_reading(reader: Reader):
+    """Within this block (this thread only), GetItem and FindItem answers' calendar items
+    become LeanItems; everything else is exchangelib's as usual."""
+    previous = getattr(_READING, "reader", None)
+    _READING.reader = reader
+    try:
+        yield
+    finally:
+        _READING.reader = previous
+
+
+def _install() -> None:
+    for service in (GetItem, FindItem):
+        original = service._elem_to_obj
+        if getattr(original, "_ewssync_lean", False):
+            continue
+
+        def _elem_to_obj(self, elem, _original=original):
+            reader = getattr(_READING, "reader", None)
+            if reader is not None and elem.tag == _CALENDAR_ITEM:
+                return reader.item(elem)
+            return _original(self, elem)
+
+        _elem_to_obj._ewssync_lean = True
+        service._elem_to_obj = _elem_to_obj
+
+
+_install()
