@@ -206,3 +206,29 @@ def test_settings_for_graph_name_their_field(world):
     )  # fmt: skip
     assert cloud.service_endpoint == "https://graph.microsoft.us"
     assert GraphCalendar(cloud).scope == "https://graph.microsoft.us/.default"
+
+
+def test_the_test_button_on_a_graph_connection(world, monkeypatch):
+    """EwsHook.test_connection (the UI's Test button, `airflow connections test`) for api=graph:
+    both parts, and the fix for a missing permission."""
+    from ewssync.hook import EwsHook
+
+    def answer(settings: SyncSettings) -> tuple[bool, str]:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_GRAPH_BUTTON",
+            json.dumps({
+                "conn_type": "ews", "host": settings.service_endpoint, "login": "",
+                "password": settings.password,
+                "extra": {"app_user": "alice", "api": "graph", "auth_method": "oauth",
+                          "tenant_id": settings.tenant_id, "client_id": settings.client_id,
+                          "authority": settings.authority, "mailbox": MAILBOX,
+                          "verify_tls": False, "timeout_seconds": 5},
+            }),
+        )  # fmt: skip
+        return EwsHook(ews_conn_id="graph_button").test_connection()
+
+    ok, message = answer(graph_settings(world))
+    assert ok, message
+    assert "Microsoft Graph" in message and "read and write" in message
+    ok, message = answer(graph_settings(world, roles=("Calendars.Read",)))
+    assert not ok and "Calendars.ReadWrite is not granted" in message
