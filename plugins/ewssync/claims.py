@@ -1,7 +1,8 @@
 """One connection per mailbox and app user: the claim a connection's check takes, and who holds it.
 
-Two `ews` connections for the same mailbox on the same server and the same app user would each
-import every appointment (each keeps its own links), doubling the calendar. The first connection
+Two `ews` connections for the same mailbox on the same server (for Exchange Online: in the same
+cloud, through EWS or Graph) and the same app user would each import every appointment (each
+keeps its own links), doubling the calendar. The first connection
 whose check reaches the mailbox claims (server, mailbox, app user) in the calendar database
 (``ewssync.mailbox_claims``); a second one is refused, naming the first, unless it sets
 ``allow_duplicate_mailbox``. The claim lives in Postgres, not in a listing of connections, so it
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from ewssync.errors import SettingsError
 from ewssync.settings import SyncSettings
@@ -26,9 +28,25 @@ log = logging.getLogger(__name__)
 ConnectionLookup = Callable[[str], Any]
 
 
+# Exchange Online answers the same mailbox through EWS and through Graph, on other hosts: a
+# connection moved to api=graph (or a second one beside it) names the same mailbox. Host -> the
+# Exchange Online cloud it belongs to (EWS hosts, then Graph hosts).
+EXCHANGE_ONLINE = {
+    "outlook.office365.com": "global", "outlook.office.com": "global",
+    "graph.microsoft.com": "global",
+    "outlook.office365.us": "usgov", "graph.microsoft.us": "usgov",
+    "webmail.apps.mil": "usgov-dod", "dod-graph.microsoft.us": "usgov-dod",
+    "partner.outlook.cn": "china", "microsoftgraph.chinacloudapi.cn": "china",
+}  # fmt: skip
+
+
 def mailbox_key(settings: SyncSettings) -> tuple[str, str]:
-    """(server, mailbox) as claimed: the EWS endpoint and the address, case-insensitive."""
-    return settings.service_endpoint.lower(), settings.mailbox.lower()
+    """(server, mailbox) as claimed, case-insensitive: the EWS endpoint, or for Exchange Online
+    its cloud (``exchange-online:global``) whichever API and host the connection uses."""
+    host = (urlsplit(settings.service_endpoint).hostname or "").lower()
+    cloud = EXCHANGE_ONLINE.get(host)
+    server = f"exchange-online:{cloud}" if cloud else settings.service_endpoint.lower()
+    return server, settings.mailbox.lower()
 
 
 def airflow_connection(conn_id: str) -> Any:
