@@ -1,18 +1,41 @@
 """The project's exception types: one per kind of failure, each with an actionable message."""
 
+from __future__ import annotations
+
 
 class EwsSyncError(Exception):
     """Base class of every error ewssync raises on purpose."""
 
 
 class SettingsError(EwsSyncError):
-    """A connection's settings are invalid; the message names the connection and the field."""
+    """A connection's settings are invalid; the message names the connection and each invalid
+    field (``problems``: every (field, problem), in form order; ``field``: the first)."""
 
     def __init__(self, conn_id: str, field: str, problem: str):
         self.conn_id = conn_id
         self.field = field
         self.problem = problem
+        self.problems: list[tuple[str, str]] = [(field, problem)]
         super().__init__(f"connection {conn_id!r}: field {field!r}: {problem}")
+
+    @property
+    def fields(self) -> list[str]:
+        return [field for field, _ in self.problems]
+
+    @classmethod
+    def of_all(cls, errors: list[SettingsError]) -> SettingsError:
+        """One error reporting every invalid field of a connection at once."""
+        if len(errors) == 1:
+            return errors[0]
+        first = errors[0]
+        combined = cls(first.conn_id, first.field, first.problem)
+        combined.problems = [problem for error in errors for problem in error.problems]
+        lines = "\n".join(f"field {field!r}: {problem}" for field, problem in combined.problems)
+        combined.args = (
+            f"connection {first.conn_id!r}: {len(combined.problems)} settings are invalid:\n"
+            f"{lines}",
+        )
+        return combined
 
 
 class ConnectionTestError(EwsSyncError):

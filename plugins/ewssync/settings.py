@@ -105,7 +105,7 @@ FIELD_DOCS: dict[str, tuple[str, str]] = {
         "name (W. Europe Standard Time)",
     ),
     "keep_html": ("Keep HTML in notes", "Keep the HTML body beside the plain-text notes"),
-    "weeks_back": ("Weeks back", "Weeks before today to sync (0-104)"),
+    "weeks_back": ("Weeks back", "Weeks before today to sync (0-103; back + ahead <= 104)"),
     "weeks_ahead": ("Weeks ahead", "Weeks after today to sync (1-104; back + ahead <= 104)"),
     "schedule": (
         "Schedule",
@@ -173,15 +173,41 @@ FIELD_DOCS: dict[str, tuple[str, str]] = {
     ),
 }
 
-_INT_RANGES = {
+# The limits here are the connection form's too: provider_info builds its JSON schema from them
+# (minimum/maximum, enum, required), so the UI refuses what from_connection refuses where the
+# form can say it; what it cannot say (patterns, one field depending on another) is checked here
+# only.
+INT_RANGES = {
     "alarm_minutes": (0, MAX_REMINDER_MINUTES),
-    "weeks_back": (0, MAX_WEEKS),
+    "weeks_back": (0, MAX_WEEKS - 1),  # weeks_ahead is at least 1
     "weeks_ahead": (1, MAX_WEEKS),
     "timeout_seconds": (1, 600),
     "task_timeout_minutes": (1, 720),
     "throttle_wait_seconds": (0, 3600),
     "concurrency": (1, 16),
 }
+
+
+# extra keys the form marks required (no default, and nothing else stands in for them)
+REQUIRED_EXTRA = ("app_user",)
+# suggestions the form offers for free-text settings
+FORM_EXAMPLES = {
+    "schedule": (DEFAULT_SCHEDULE, "@hourly", "@daily", "none"),
+    "authority": tuple(AUTHORITIES),
+}
+
+
+def allowed_values(kind: str) -> tuple[str, ...] | None:
+    """Every value a setting of this kind accepts, where they can be listed (the form's enum)."""
+    if kind == "auth_method":
+        return AUTH_METHODS
+    if kind.startswith("choice:"):
+        return tuple(kind.removeprefix("choice:").split("|"))
+    if kind == "zone":
+        from ewssync.timezones import zone_names
+
+        return zone_names()
+    return None
 
 
 @dataclass(frozen=True)
@@ -235,82 +261,102 @@ class SyncSettings:
 
         :param require_password: False when only the DAG's shape is built (parse time): the
             password is checked when the tasks run.
-        :raises SettingsError: naming the connection and the field, for the first invalid value.
+        :raises SettingsError: naming the connection and every invalid field at once (a check
+            that needs another, invalid field waits until that one is fixed).
         """
         conn_id = getattr(conn, "conn_id", None) or "?"
         conn_type = getattr(conn, "conn_type", None)
         if conn_type not in (None, "ews"):
             raise SettingsError(conn_id, "conn_type", f"is {conn_type!r}; expected 'ews'")
         extra = _extra_of(conn_id, conn)
-        unknown = sorted(set(extra) - set(EXTRA_FIELDS))
-        if unknown:
-            key = unknown[0]
+        problems: list[SettingsError] = []
+
+        def invalid(key: str, problem: str) -> None:
+            problems.append(SettingsError(conn_id, key, problem))
+
+        allowed = ", ".join(sorted(EXTRA_FIELDS))
+        for key in sorted(set(extra) - set(EXTRA_FIELDS)):
             close = difflib.get_close_matches(key, EXTRA_FIELDS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            allowed = ", ".join(sorted(EXTRA_FIELDS))
-            raise SettingsError(conn_id, key, f"unknown setting{hint}; known settings: {allowed}")
-        values = {
+            invalid(key, f"unknown setting{hint}; known settings: {allowed}")
+        values: dict[str, Any] = {}
+        for key, (default, kind) in EXTRA_FIELDS.items():
             # None or "" (an untouched form field) means "not given": use the default
-            key: _parse_value(conn_id, key, _given(extra.get(key), default), kind)
-            for key, (default, kind) in EXTRA_FIELDS.items()
-        }
-        for key, (low, high) in _INT_RANGES.items():
-            if not low <= values[key] <= high:
-                raise SettingsError(conn_id, key, f"is {values[key]}; allowed is {low} to {high}")
-        if values["weeks_back"] + values["weeks_ahead"] > MAX_WEEKS:
-            raise SettingsError(
-                conn_id,
+            try:
+                values[key] = _parse_value(conn_id, key, _given(extra.get(key), default), kind)
+            except SettingsError as exc:
+                problems.append(exc)
+
+        def valid(*keys: str) -> bool:
+            return all(key in values for key in keys)
+
+        for key, (low, high) in INT_RANGES.items():
+            if valid(key) and not low <= values[key] <= high:
+                invalid(key, f"is {values[key]}; allowed is {low} to {high}")
+                del values[key]  # the checks that need it wait until it is fixed
+        if valid("weeks_back", "weeks_ahead") and (
+            values["weeks_back"] + values["weeks_ahead"] > MAX_WEEKS
+        ):
+            invalid(
                 "weeks_ahead",
                 f"weeks_back + weeks_ahead is {values['weeks_back'] + values['weeks_ahead']}; "
                 f"Exchange cannot read more than {MAX_WEEKS} weeks at once",
             )
-
-        if values["throttle_wait_seconds"] >= values["task_timeout_minutes"] * 60:
-            raise SettingsError(
-                conn_id, "throttle_wait_seconds", f"is {values['throttle_wait_seconds']}; it must "
-                f"be less than the task timeout ({values['task_timeout_minutes']} min)",
+        if valid("throttle_wait_seconds", "task_timeout_minutes") and (
+            values["throttle_wait_seconds"] >= values["task_timeout_minutes"] * 60
+        ):
+            invalid(
+                "throttle_wait_seconds", f"is {values['throttle_wait_seconds']}; it must be less "
+                f"than the task timeout ({values['task_timeout_minutes']} min)",
             )  # fmt: skip
 
         server = (getattr(conn, "host", None) or "").strip()
+        endpoint = None
         if not server:
-            raise SettingsError(
-                conn_id, "server", "is empty; give a host name such as outlook.office365.com "
-                "or a full EWS URL (https://host/EWS/Exchange.asmx)",
+            invalid(
+                "server", "is empty; give a host name such as outlook.office365.com or a full "
+                "EWS URL (https://host/EWS/Exchange.asmx)",
             )  # fmt: skip
-        if values["api"] == "graph":
-            endpoint = graph_endpoint_for(conn_id, server, getattr(conn, "port", None))
-            if values["auth_method"] != "oauth":
-                raise SettingsError(
-                    conn_id, "auth_method", f"is {values['auth_method']!r}; api graph signs in "
-                    "as an Entra ID app only: set auth_method oauth with tenant_id and client_id",
-                )  # fmt: skip
-        else:
-            endpoint = service_endpoint_for(conn_id, server, getattr(conn, "port", None))
+        elif valid("api"):
+            endpoint_for = graph_endpoint_for if values["api"] == "graph" else service_endpoint_for
+            try:
+                endpoint = endpoint_for(conn_id, server, getattr(conn, "port", None))
+            except SettingsError as exc:
+                problems.append(exc)
+        graph = valid("api", "auth_method") and values["api"] == "graph"
+        if graph and values["auth_method"] != "oauth":
+            invalid(
+                "auth_method", f"is {values['auth_method']!r}; api graph signs in as an Entra "
+                "ID app only: set auth_method oauth with tenant_id and client_id",
+            )  # fmt: skip
         username = (getattr(conn, "login", None) or "").strip()
-        oauth = values["auth_method"] == "oauth"
-        app_only = oauth or (values["auth_method"] == "auto" and values["client_id"])
-        if not username and not app_only:
-            raise SettingsError(conn_id, "login", "the user name is empty")
+        method = values.get("auth_method")
+        oauth = method == "oauth"
+        app_only = oauth or (method == "auto" and values.get("client_id"))
+        if not username and valid("auth_method", "client_id") and not app_only:
+            invalid("login", "the user name is empty")
         password = getattr(conn, "password", None) or ""
         if not password and require_password:
             what = "give the app's client secret (or certificate)" if oauth else "give it"
-            raise SettingsError(conn_id, "password", f"the password is empty: {what}")
-        _check_oauth_fields(conn_id, values)
-        if not values["app_user"]:
-            raise SettingsError(
-                conn_id, "app_user", "is missing: name the calendar.users login the appointments "
-                "belong to",
-            )  # fmt: skip
-        mailbox = values["mailbox"] or (username if _EMAIL.match(username) else None)
-        if not mailbox:
-            whose = (
-                "auth_method oauth signs in as an app, so"
-                if oauth and not username
-                else f"the user name {username!r} is not an e-mail address, so"
+            invalid("password", f"the password is empty: {what}")
+        if valid("auth_method", "tenant_id", "client_id"):
+            problems.extend(_oauth_field_problems(conn_id, values))
+        if valid("app_user") and not values["app_user"]:
+            invalid(
+                "app_user", "is missing: name the calendar.users login the appointments belong to"
             )
-            raise SettingsError(
-                conn_id, "mailbox", f"{whose} give the mailbox's primary SMTP address in 'mailbox'"
-            )
+        mailbox = None
+        if valid("mailbox", "auth_method"):
+            mailbox = values["mailbox"] or (username if _EMAIL.match(username) else None)
+            if not mailbox:
+                whose = (
+                    "auth_method oauth signs in as an app, so"
+                    if oauth and not username
+                    else f"the user name {username!r} is not an e-mail address, so"
+                )
+                invalid("mailbox", f"{whose} give the mailbox's primary SMTP address in 'mailbox'")
+        if problems:
+            raise SettingsError.of_all(problems)
         return cls(
             conn_id=conn_id,
             title=(getattr(conn, "description", None) or "").strip(),
@@ -370,17 +416,22 @@ class SyncSettings:
             )
 
 
-def _check_oauth_fields(conn_id: str, values: dict[str, Any]) -> None:
+def _oauth_field_problems(conn_id: str, values: dict[str, Any]) -> list[SettingsError]:
     """OAuth needs both ids; auto uses OAuth only when both are given."""
     tenant, client = values["tenant_id"], values["client_id"]
     method = values["auth_method"]
-    if method == "oauth" or (method == "auto" and (tenant or client)):
-        for key in ("tenant_id", "client_id"):
-            if not values[key]:
-                raise SettingsError(
-                    conn_id, key, f"is missing: auth_method {method} with an Entra ID app needs "
-                    "tenant_id (Directory (tenant) ID) and client_id (Application (client) ID)",
-                )  # fmt: skip
+    if not (method == "oauth" or (method == "auto" and (tenant or client))):
+        return []
+    return [
+        SettingsError(
+            conn_id,
+            key,
+            f"is missing: auth_method {method} with an Entra ID app needs "
+            "tenant_id (Directory (tenant) ID) and client_id (Application (client) ID)",
+        )  # fmt: skip
+        for key in ("tenant_id", "client_id")
+        if not values[key]
+    ]
 
 
 def _given(value: Any, default: Any) -> Any:

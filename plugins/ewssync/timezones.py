@@ -53,6 +53,13 @@ def is_valid_zone(name: str | None) -> bool:
     return isinstance(name, str) and name in _zones()
 
 
+@functools.cache
+def zone_names() -> tuple[str, ...]:
+    """The names the connection form offers: every IANA zone, then every other Windows zone id
+    ("UTC" is both)."""
+    return (*sorted(_zones()), *sorted(set(_table()["windows_to_iana"]) - _zones()))
+
+
 def windows_to_iana(name: str | None) -> str | None:
     """The IANA zone for a Windows zone id, display name or UTC alias; an IANA name maps to
     itself.

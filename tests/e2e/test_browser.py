@@ -162,12 +162,29 @@ def test_add_test_and_run_a_connection_in_the_browser(stack, api, browser, own_m
     if extra.get_attribute("aria-expanded") != "true":
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", extra)
         extra.click()
-    type_into(wait.until(lambda d: css("input[name=element_app_user]", form)), APP_USER)
+    app_user = wait.until(lambda d: css("input[name=element_app_user]", form))
     type_into(css("input[name=element_mailbox]", form), MAILBOX)
-    type_into(css("input[name=element_exchange_timezone]", form), "Europe/Berlin")
+    # the zone is a select of the zones SyncSettings accepts: a made-up one is not offered
+    zone = form.find_element(
+        By.XPATH,
+        ".//input[@name='element_exchange_timezone']/ancestor::div[.//input[@role='combobox']][1]"
+        "//input[@role='combobox']",
+    )
+    type_into(zone, "Mars/Olympus")
+    assert not form.find_elements(By.XPATH, "//*[@role='option']")
+    type_into(zone, "W. Europe Standard Time")
+    wait.until(
+        lambda d: d.find_element(
+            By.XPATH, "//*[@role='option'][normalize-space()='W. Europe Standard Time']"
+        )
+    ).click()
     type_into(css("input[name=element_schedule]", form), "none")  # runs only when triggered
-    shots.take("connection-form")
     save = form.find_element(By.XPATH, ".//button[normalize-space()='Save']")
+    # the app user is required: Save stays disabled while it is empty
+    assert form.find_elements(By.XPATH, ".//*[normalize-space()='This field is required']")
+    assert not save.is_enabled()
+    type_into(app_user, APP_USER)
+    shots.take("connection-form")
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", save)
     wait.until(lambda d: save.is_enabled())
     save.click()
@@ -178,6 +195,7 @@ def test_add_test_and_run_a_connection_in_the_browser(stack, api, browser, own_m
         "ews", own_mailbox.url, MAILBOX,
     )  # fmt: skip
     assert '"app_user": "browser"' in stored["extra"] and '"schedule": "none"' in stored["extra"]
+    assert '"exchange_timezone": "W. Europe Standard Time"' in stored["extra"]
 
     # 3. Test on the list page: a success toast with the two parts on two lines
     css("button[aria-label='Test Connection']", row).click()

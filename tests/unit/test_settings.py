@@ -166,8 +166,8 @@ def test_valid_values(key, given, expected):
         ({"alarm_minutes": True}, {}, "alarm_minutes", "whole number"),
         ({"exchange_timezone": "Mars/Olympus"}, {}, "exchange_timezone", "IANA zone"),
         ({"exchange_timezone": "Customized Time Zone"}, {}, "exchange_timezone", "Windows"),
-        ({"weeks_back": -1}, {}, "weeks_back", "0 to 104"),
-        ({"weeks_back": 105}, {}, "weeks_back", "0 to 104"),
+        ({"weeks_back": -1}, {}, "weeks_back", "0 to 103"),
+        ({"weeks_back": 104}, {}, "weeks_back", "0 to 103"),
         ({"weeks_ahead": 0}, {}, "weeks_ahead", "1 to 104"),
         ({"weeks_ahead": 105}, {}, "weeks_ahead", "1 to 104"),
         ({"weeks_back": 60, "weeks_ahead": 60}, {}, "weeks_ahead", "104 weeks"),
@@ -283,3 +283,45 @@ def test_app_user_guard():
     assert "allow_mailbox_mismatch" in str(mismatch.value)
     shared = parse({"allow_mailbox_mismatch": True})
     shared.validate_app_user({"id": 2, "login": "alice", "email": "bob@example.com"})
+
+
+def test_every_invalid_field_is_reported_at_once():
+    with pytest.raises(SettingsError) as caught:
+        parse(
+            {"app_user": None, "weeks_back": 200, "exchange_timezone": "Mars/Olympus",
+             "auth_method": "kerberos", "weeks_forward": 3, "alarm_minutes": "soon"},
+            password="", host="",
+        )  # fmt: skip
+    error = caught.value
+    assert error.fields == [
+        "weeks_forward", "alarm_minutes", "exchange_timezone", "auth_method", "weeks_back",
+        "server", "password", "app_user",
+    ]  # fmt: skip
+    assert error.field == "weeks_forward"  # the first, as before
+    message = str(error)
+    assert message.startswith("connection 'ews_alice': 8 settings are invalid:")
+    for field, problem in error.problems:
+        assert f"field {field!r}: {problem}" in message.splitlines()
+    assert "Mars/Olympus" in message and "is 200; allowed is 0 to 103" in message
+    assert "did you mean 'weeks_ahead'" in message
+
+
+def test_a_check_that_needs_an_invalid_field_waits_for_it():
+    # weeks_back is out of range: the combined window limit is not judged on it
+    with pytest.raises(SettingsError) as caught:
+        parse({"weeks_back": 200, "weeks_ahead": 60})
+    assert caught.value.fields == ["weeks_back"]
+    # an unknown auth_method: whether a user name is needed is not judged either
+    with pytest.raises(SettingsError) as caught:
+        parse({"auth_method": "kerberos"}, login="")
+    assert caught.value.fields == ["auth_method"]
+
+
+def test_one_invalid_field_reads_as_before():
+    with pytest.raises(SettingsError) as caught:
+        parse({"weeks_back": 200})
+    assert (
+        str(caught.value)
+        == "connection 'ews_alice': field 'weeks_back': is 200; allowed is 0 to 103"
+    )
+    assert caught.value.problems == [("weeks_back", "is 200; allowed is 0 to 103")]
