@@ -95,7 +95,7 @@ CASES = {
     "ntlm": Case(("ntlm",), "ntlm", login="EXAMPLE\\alice", signed_in="ntlm"),
     "ntlm_wrong_password": Case(
         ("ntlm",), "ntlm", login="EXAMPLE\\alice", password=WRONG,
-        fails_with=("NTLM sign-in of 'EXAMPLE\\\\alice'",), signed_in="ntlm_refused",
+        fails_with=("NTLM sign-in of 'EXAMPLE\\alice'",), signed_in="ntlm_refused",
     ),
     "oauth": Case(("bearer",), "oauth", login="", app="full", signed_in="bearer"),
     "oauth_wrong_secret": Case(

@@ -110,13 +110,13 @@ def explain(exc: BaseException, settings: SyncSettings, method: str | None = Non
         return sign_in
     if caught(ews_errors.UnauthorizedError):
         return (
-            f"the server refused the user name {settings.username!r} or its password (HTTP 401): "
+            f"the server refused the user name '{settings.username}' or its password (HTTP 401): "
             "check 'User name' and 'Password'"
         )
     if caught(ews_errors.ErrorAccessDenied, ews_errors.ErrorFolderNotFound):
         return (
             f"no permission to read the calendar of {settings.mailbox} ({type(exc).__name__}). "
-            f"Ask the mailbox owner to grant {settings.username!r} access to the calendar "
+            f"Ask the mailbox owner to grant '{settings.username}' access to the calendar "
             "(Editor, so the sync can write), or fix 'Mailbox'"
         )
     if caught(ews_errors.ErrorNonExistentMailbox, ews_errors.ErrorMailRecipientNotFound):

@@ -245,7 +245,7 @@ def _explain_401(refused: SignInRefused, settings, method: str) -> str:
         )
     if method == "ntlm":
         return (
-            f"the server refused the NTLM sign-in of {settings.username!r} (HTTP 401): check "
+            f"the server refused the NTLM sign-in of '{settings.username}' (HTTP 401): check "
             "'User name' (DOMAIN\\user or user@domain) and 'Password'"
         )
     if method == "oauth":
@@ -270,7 +270,7 @@ def _explain_401(refused: SignInRefused, settings, method: str) -> str:
         reason = SECRET_FILTER.scrub(refused.diagnostics)[:200] or "no reason given"
         return f"the server refused the app's token (HTTP 401: {reason})"
     return (
-        f"the server refused the user name {settings.username!r} or its password (HTTP 401): "
+        f"the server refused the user name '{settings.username}' or its password (HTTP 401): "
         "check 'User name' and 'Password'"
     )
 
