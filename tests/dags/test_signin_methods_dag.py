@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import logging
 import re
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -146,10 +147,21 @@ def test_each_sign_in_method_in_the_dag(servers, name, capfd, caplog):
     )
     env.setenv("AIRFLOW__LOGGING__LOGGING_LEVEL", "DEBUG")  # the task log at DEBUG
     caplog.set_level(logging.DEBUG)
+    # Airflow sets its console handler up once per process: after an earlier DAG test in this
+    # process it writes, at INFO, to the stream that test's capture had; point it at this run's
+    # stdout, at DEBUG, for this run
+    console = [h for h in logging.root.handlers if type(h) is logging.StreamHandler]
+    before = [(handler, handler.stream, handler.level) for handler in console]
+    for handler in console:
+        handler.setStream(sys.stdout)
+        handler.setLevel(logging.DEBUG)
     capfd.readouterr()
 
     dag_run = run_dag(f"ewssync__{conn_id}", NOW)
 
+    for handler, stream, level in before:
+        handler.setStream(stream)
+        handler.setLevel(level)
     log = capfd.readouterr().out + caplog.text
     assert "exchangelib" in log and "[debug" in log  # the DEBUG task log was captured
     states = task_states(dag_run)
