@@ -323,3 +323,44 @@ class ConnectionReport:
             state = "OK" if part.ok else ("not run" if part.ok is None else "FAILED")
             lines.append(f"{part.name}: {state}" + (f" — {part.message}" if part.message else ""))
         return "\n".join(lines)
+
+
+def delete_new_series_occurrences(
+    calendar: Any,
+    records: Sequence[AppointmentWrite],
+    results: list[WriteResult],
+    ref_for: Any,
+) -> list[WriteResult]:
+    """The EXDATEs of series just created (either backend): delete those occurrences, all in one
+    call, then read the masters' change keys back (deleting occurrences moves them). A failed
+    occurrence delete keeps the series (ok) with the failure in its message.
+
+    :param ref_for: ``(item_id, record, original_start) -> OccurrenceRef`` of the backend.
+    :return: ``results`` with the new series' change keys and messages updated.
+    """
+    refs: list[tuple[int, OccurrenceRef]] = []
+    for position, (record, result) in enumerate(zip(records, results, strict=True)):
+        if result.ok and record.recurrence is not None:
+            for original in record.deleted_occurrences:
+                refs.append((position, ref_for(result.item_id, record, original)))
+    if not refs:
+        return results
+    results = list(results)
+    deleted = calendar.delete_occurrences([ref for _, ref in refs])
+    for (position, ref), answer in zip(refs, deleted, strict=True):
+        if not answer.ok:
+            result = results[position]
+            results[position] = WriteResult(
+                True, result.item_id, result.change_key,
+                message=f"{result.message}occurrence {ref.original_start:%Y-%m-%d %H:%M}"
+                f" not deleted: {answer.message}; ",
+            )  # fmt: skip
+    masters = sorted({results[position].item_id for position, _ in refs})
+    keys = calendar._change_keys(masters)
+    for position, _ in refs:
+        result = results[position]
+        results[position] = WriteResult(
+            True, result.item_id, keys.get(result.item_id, result.change_key),
+            message=result.message,
+        )  # fmt: skip
+    return results

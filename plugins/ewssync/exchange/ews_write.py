@@ -40,6 +40,7 @@ from ewssync.exchange.base import (
     Recurrence,
     StampedItem,
     WriteResult,
+    delete_new_series_occurrences,
 )
 from ewssync.timezones import iana_to_windows
 
@@ -208,31 +209,7 @@ class EwsWriter:
             for answer in answers
         ]
         # EXDATEs of new series: delete those occurrences, all series in one request
-        refs: list[tuple[int, OccurrenceRef]] = []
-        for position, (record, result) in enumerate(zip(records, results, strict=True)):
-            if result.ok and record.recurrence is not None:
-                for original in record.deleted_occurrences:
-                    refs.append((position, self._ref(result.item_id, record, original)))
-        if refs:
-            deleted = self.delete_occurrences([ref for _, ref in refs])
-            for (position, ref), answer in zip(refs, deleted, strict=True):
-                if not answer.ok:
-                    result = results[position]
-                    results[position] = WriteResult(
-                        True, result.item_id, result.change_key,
-                        message=f"{result.message}occurrence {ref.original_start:%Y-%m-%d %H:%M}"
-                        f" not deleted: {answer.message}; ",
-                    )  # fmt: skip
-            # deleting occurrences moved the masters' change keys: read them back
-            masters = sorted({results[position].item_id for position, _ in refs})
-            keys = self._change_keys(masters)
-            for position, _ in refs:
-                result = results[position]
-                results[position] = WriteResult(
-                    True, result.item_id, keys.get(result.item_id, result.change_key),
-                    message=result.message,
-                )  # fmt: skip
-        return results
+        return delete_new_series_occurrences(self, records, results, self._ref)
 
     def _ref(self, master_id: str, record: AppointmentWrite, original: datetime) -> OccurrenceRef:
         from ewssync.recurrence import occurrence_index

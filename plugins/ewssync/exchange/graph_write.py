@@ -29,6 +29,7 @@ from ewssync.exchange.base import (
     Recurrence,
     StampedItem,
     WriteResult,
+    delete_new_series_occurrences,
 )
 from ewssync.timezones import iana_to_windows
 
@@ -195,30 +196,12 @@ class GraphWriter:
             for status, body in self._run(requests_)
         ]
         # EXDATEs of new series: delete those occurrences, then read the masters' change keys
-        refs: list[tuple[int, OccurrenceRef]] = []
-        for position, (record, result) in enumerate(zip(records, results, strict=True)):
-            if result.ok and record.recurrence is not None:
-                for original in record.deleted_occurrences:
-                    refs.append((position, OccurrenceRef(result.item_id, original, 0)))
-        if refs:
-            deleted = self.delete_occurrences([ref for _, ref in refs])
-            for (position, ref), answer in zip(refs, deleted, strict=True):
-                if not answer.ok:
-                    result = results[position]
-                    results[position] = WriteResult(
-                        True, result.item_id, result.change_key,
-                        message=f"{result.message}occurrence {ref.original_start:%Y-%m-%d %H:%M}"
-                        f" not deleted: {answer.message}; ",
-                    )  # fmt: skip
-            masters = sorted({results[position].item_id for position, _ in refs})
-            keys = self._change_keys(masters)
-            for position, _ in refs:
-                result = results[position]
-                results[position] = WriteResult(
-                    True, result.item_id, keys.get(result.item_id, result.change_key),
-                    message=result.message,
-                )  # fmt: skip
-        return results
+        return delete_new_series_occurrences(
+            self,
+            records,
+            results,
+            lambda item_id, _record, original: OccurrenceRef(item_id, original, 0),
+        )
 
     def _change_keys(self, item_ids: list[str]) -> dict[str, str]:
         answers = self._run(
