@@ -27,8 +27,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
+
+from ewssync.errors import ExchangeError
 
 GENERAL = "General connection"
 SEND_RECEIVE = "Send/receive data"
@@ -364,3 +366,42 @@ def delete_new_series_occurrences(
             message=result.message,
         )  # fmt: skip
     return results
+
+
+def exercise_calendar(
+    calendar: Any,
+    settings: Any,
+    *,
+    write: bool,
+    app_user_email: str | None,
+    steps: list[str],
+) -> str:
+    """The connection test's part 2 on either backend: the mailbox belongs to the app user
+    (unless ``allow_mailbox_mismatch``), today's window reads, and with ``write`` a test item is
+    created and deleted again. Errors are the backend's; ``steps`` ends with the step that was
+    running. :return: what was done, for the report."""
+    steps.append("reading the calendar")
+    if app_user_email is not None and not settings.allow_mailbox_mismatch:
+        email = app_user_email.strip().lower()
+        if email != settings.mailbox:
+            raise ExchangeError(
+                f"the mailbox {settings.mailbox!r} is not the app user's "
+                f"({email or 'no e-mail'}); fix app_user or mailbox, or set "
+                "allow_mailbox_mismatch=true for a shared calendar"
+            )
+    now = datetime.now(UTC)
+    calendar.read_index(now - timedelta(days=1), now + timedelta(days=1))
+    if not write:
+        return "read"
+    steps.append("writing a test item")
+    start = datetime.combine(now.date() + timedelta(days=1), time(5), tzinfo=UTC)
+    item_id, _ = calendar.create(
+        {
+            "subject": "ewssync connection test (deleted again)",
+            "start": start,
+            "end": start + timedelta(minutes=5),
+        }
+    )
+    steps.append("deleting the test item")
+    calendar.delete(item_id)
+    return "read and write (test item created and deleted)"

@@ -31,7 +31,13 @@ from exchangelib.version import EXCHANGE_2007_SP1, EXCHANGE_2010, EXCHANGE_2016
 
 from ewssync.errors import ExchangeError, SyncStateExpired
 from ewssync.exchange import ews_lean, ews_signin
-from ewssync.exchange.base import GENERAL, SEND_RECEIVE, ConnectionReport, ReportPart
+from ewssync.exchange.base import (
+    GENERAL,
+    SEND_RECEIVE,
+    ConnectionReport,
+    ReportPart,
+    exercise_calendar,
+)
 from ewssync.exchange.ews_patches import (
     RetryPolicy,
     drop_stale_protocol,
@@ -315,39 +321,18 @@ class EwsCalendar(EwsWriter):
             report.parts.append(ReportPart(SEND_RECEIVE, None, "the general connection failed"))
             return report
         report.parts.append(ReportPart(GENERAL, True, self._plan.describe(self.settings)))
-        step = "reading the calendar"
+        steps: list[str] = ["reading the calendar"]
         try:
-            if app_user_email is not None and not self.settings.allow_mailbox_mismatch:
-                email = app_user_email.strip().lower()
-                if email != self.settings.mailbox:
-                    raise ExchangeError(
-                        f"the mailbox {self.settings.mailbox!r} is not the app user's "
-                        f"({email or 'no e-mail'}); fix app_user or mailbox, or set "
-                        "allow_mailbox_mismatch=true for a shared calendar"
-                    )
-            now = datetime.now(UTC)
-            self.read_index(now - timedelta(days=1), now + timedelta(days=1))
-            done = "read"
-            if write:
-                step = "writing a test item"
-                start = datetime.combine(now.date() + timedelta(days=1), time(5), tzinfo=UTC)
-                item_id, _ = self.create(
-                    {
-                        "subject": "ewssync connection test (deleted again)",
-                        "start": start,
-                        "end": start + timedelta(minutes=5),
-                    }
-                )
-                step = "deleting the test item"
-                self.delete(item_id)
-                done = "read and write (test item created and deleted)"
+            done = exercise_calendar(
+                self, self.settings, write=write, app_user_email=app_user_email, steps=steps
+            )
             report.parts.append(ReportPart(SEND_RECEIVE, True, f"calendar {done}"))
         except ExchangeError as exc:
             report.parts.append(ReportPart(SEND_RECEIVE, False, str(exc)))
         except Exception as exc:
             report.parts.append(
                 ReportPart(
-                    SEND_RECEIVE, False, f"{step}: {explain(exc, self.settings, self.method)}"
+                    SEND_RECEIVE, False, f"{steps[-1]}: {explain(exc, self.settings, self.method)}"
                 )
             )
         return report

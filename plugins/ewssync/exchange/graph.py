@@ -22,7 +22,13 @@ import requests
 
 from ewssync.errors import ExchangeError, SyncStateExpired
 from ewssync.exchange import oauth
-from ewssync.exchange.base import GENERAL, SEND_RECEIVE, ConnectionReport, ReportPart
+from ewssync.exchange.base import (
+    GENERAL,
+    SEND_RECEIVE,
+    ConnectionReport,
+    ReportPart,
+    exercise_calendar,
+)
 from ewssync.exchange.graph_write import STAMP_PROPERTY_ID, UID_PROPERTY_ID, GraphWriter
 from ewssync.exchange.redact import SECRET_FILTER
 from ewssync.settings import SyncSettings
@@ -600,38 +606,18 @@ class GraphCalendar(GraphWriter):
                 f"app {client} @ {self.root} (Microsoft Graph, app-only OAuth, {WRITE_ROLE})",
             )  # fmt: skip
         )
-        step = "reading the calendar"
+        steps: list[str] = ["reading the calendar"]
         try:
-            if app_user_email is not None and not self.settings.allow_mailbox_mismatch:
-                email = app_user_email.strip().lower()
-                if email != self.settings.mailbox:
-                    raise ExchangeError(
-                        f"the mailbox {self.settings.mailbox!r} is not the app user's "
-                        f"({email or 'no e-mail'}); fix app_user or mailbox, or set "
-                        "allow_mailbox_mismatch=true for a shared calendar"
-                    )
             self.probe()
-            now = datetime.now(UTC)
-            self.read_index(now - timedelta(days=1), now + timedelta(days=1))
-            done = "read"
-            if write:
-                step = "writing a test item"
-                start = datetime.combine(now.date() + timedelta(days=1), clock(5), tzinfo=UTC)
-                item_id, _ = self.create(
-                    {
-                        "subject": "ewssync connection test",
-                        "start": start,
-                        "end": start + timedelta(minutes=15),
-                    }  # fmt: skip
-                )
-                self.delete(item_id)
-                done = "read and write"
+            done = exercise_calendar(
+                self, self.settings, write=write, app_user_email=app_user_email, steps=steps
+            )
             report.parts.append(
                 ReportPart(SEND_RECEIVE, True, f"calendar of {self.settings.mailbox}: {done}")
             )
         except ExchangeError as exc:
             text = str(exc).removeprefix(f"connection {self.settings.conn_id!r}: ")
-            report.parts.append(ReportPart(SEND_RECEIVE, False, f"{step}: {text}"))
+            report.parts.append(ReportPart(SEND_RECEIVE, False, f"{steps[-1]}: {text}"))
         return report
 
     # --- writing (the connection test) ------------------------------------------------------
