@@ -378,6 +378,10 @@ def main() -> None:
         "scale": bench_scale(table, scale_items, scale_items * 3 // 100, latencies[0])
         if scale_items
         else None,
+    }
+    # the sync figures as soon as they exist (the remaining sections take minutes)
+    print(table.render(), flush=True)
+    figures |= {
         "load": bench_load(table, merge_rows, min(merge_rows, 10000)),
         "parse": bench_parse(table, connections),
         "push": bench_push(
