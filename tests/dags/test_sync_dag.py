@@ -1,18 +1,24 @@
-"""The generated DAG, run for real (dag.test) against the EWS simulator and PostgreSQL."""
+"""The generated DAG, run for real (dag.test) against PostgreSQL and the EWS simulator, or the
+Graph simulator serving the same mailbox (api=graph): the same cases through both backends."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 
 import psycopg2
 import pytest
 
+from ewssync.exchange import oauth
 from tests.dags.conftest import ews_connection, run_dag, task_states
+from tests.graphsim import GraphSimulator
+from tests.identitysim import IdentitySimulator
 
 CONN_ID = "ews_alice"
 DAG_ID = f"ewssync__{CONN_ID}"
 NOW = datetime(2026, 11, 25, 10, tzinfo=UTC)  # a Wednesday
 BERLIN = "W. Europe Standard Time"
+GRAPH_RESOURCE = "https://127.0.0.1"  # the Graph simulator's resource at the identity simulator
 
 HTML_BODY = (
     "<html><head><style>p.MsoNormal{margin:0}</style><!--[if gte mso 9]><xml><o:Settings/>"
@@ -25,23 +31,46 @@ def at(day: int, hour: int, minute: int = 0, month: int = 11) -> datetime:
     return datetime(2026, month, day, hour, minute, tzinfo=UTC)
 
 
-@pytest.fixture
-def alice(airflow_env, sim, pg_dsn, db):
-    """The alice connection (env), her app user, and a populated simulator mailbox."""
+@pytest.fixture(params=["ews", "graph"])
+def alice(request, airflow_env, sim, pg_dsn, db):
+    """The alice connection (env), her app user, and a populated simulator mailbox; read
+    through EWS, or through Graph (the Graph simulator serves the EWS simulator's mailbox)."""
     with db.cursor() as cur:
         cur.execute(
             "INSERT INTO calendar.users (login, email) VALUES ('alice', 'alice@example.com')"
         )
     db.commit()
     airflow_env.setenv("EWSSYNC_RETRY_DELAY_SECONDS", "1")
-    airflow_env.setenv(
-        f"AIRFLOW_CONN_{CONN_ID.upper()}",
-        ews_connection(
-            sim.url, "alice@example.com", "secret", app_user="alice",
-            exchange_timezone="Europe/Berlin", weeks_back=2, weeks_ahead=4,
-        ),
-    )  # fmt: skip
-    mb = sim.mailbox("alice@example.com")
+    settings = {"app_user": "alice", "exchange_timezone": "Europe/Berlin", "weeks_back": 2,
+                "weeks_ahead": 4}  # fmt: skip
+    ids = populate(sim.mailbox("alice@example.com"))
+    found = {"sim": sim, "mailbox": sim.mailbox("alice@example.com"), "ids": ids, "dsn": pg_dsn,
+             "api": request.param, "graph": None}  # fmt: skip
+    if request.param == "ews":
+        airflow_env.setenv(
+            f"AIRFLOW_CONN_{CONN_ID.upper()}",
+            ews_connection(sim.url, "alice@example.com", "secret", **settings),
+        )
+        yield found
+        return
+    with IdentitySimulator(tls=True) as idp, GraphSimulator(source=sim) as graph:
+        idp.add_resource(GRAPH_RESOURCE, ["Calendars.ReadWrite"])
+        app = idp.add_app(roles={GRAPH_RESOURCE: ["Calendars.ReadWrite"]})
+        graph.trust(idp)
+        extra = {**settings, "api": "graph", "auth_method": "oauth", "tenant_id": app.tenant_id,
+                 "client_id": app.client_id, "authority": idp.authority,
+                 "mailbox": "alice@example.com", "verify_tls": False}  # fmt: skip
+        airflow_env.setenv(
+            f"AIRFLOW_CONN_{CONN_ID.upper()}",
+            json.dumps({"conn_type": "ews", "host": graph.url, "login": "",
+                        "password": app.secret, "extra": extra}),
+        )  # fmt: skip
+        yield found | {"graph": graph}
+    oauth.forget()
+
+
+def populate(mb) -> dict[str, str]:
+    """The mailbox the DAG cases start from."""
     ids = {
         "visit": mb.create(
             subject="Visit Müller", start=at(26, 8), end=at(26, 9, 30), timezone=BERLIN,
@@ -69,7 +98,7 @@ def alice(airflow_env, sim, pg_dsn, db):
     }  # fmt: skip
     mb.modify_occurrence(ids["standup"], at(25, 8), subject="Standup (long)", end=at(25, 9))
     mb.delete_occurrence(ids["standup"], at(26, 8))
-    return {"sim": sim, "mailbox": mb, "ids": ids, "dsn": pg_dsn}
+    return ids
 
 
 def rows(dsn: str) -> dict[str, dict]:
@@ -136,11 +165,19 @@ def test_the_mailbox_lands_exactly_and_a_second_run_changes_nothing(alice):
 
     versions = {k: v["version"] for k, v in landed.items()}
     alice["sim"].reset_counters()
+    if alice["graph"]:
+        alice["graph"].reset_counters()
     run_dag(DAG_ID, NOW + timedelta(minutes=30))
     assert {k: v["version"] for k, v in rows(alice["dsn"]).items()} == versions
     assert last_run(alice["dsn"])["mode"] == "no_change"
-    # the check's one GetFolder and one SyncFolderItems: nothing else is read
-    assert dict(alice["sim"].request_counts) == {"GetFolder": 1, "SyncFolderItems": 1}
+    if alice["graph"]:
+        # one delta page says nothing changed: no view, no batch of reads
+        counts = alice["graph"].request_counts
+        assert counts["delta"] == 1 and counts["calendarView"] == 0, dict(counts)
+        assert not any(route.startswith("batch") for route in counts), dict(counts)
+    else:
+        # the check's one GetFolder and one SyncFolderItems: nothing else is read
+        assert dict(alice["sim"].request_counts) == {"GetFolder": 1, "SyncFolderItems": 1}
 
 
 def test_edits_moves_and_deletes_in_exchange_show_up_after_the_next_run(alice):
@@ -279,7 +316,10 @@ def test_the_realistic_fixture_lands_with_html_kept_and_private_items_flagged(
 def test_an_expired_sync_state_falls_back_to_reading_the_whole_window(alice):
     run_dag(DAG_ID, NOW)
     before = rows(alice["dsn"])
-    alice["mailbox"].epoch = "another-server"  # Exchange no longer knows our sync state
+    if alice["graph"]:
+        alice["graph"].expire_delta_tokens()  # Graph answers the deltaLink 410 syncStateNotFound
+    else:
+        alice["mailbox"].epoch = "another-server"  # Exchange no longer knows our sync state
     run_dag(DAG_ID, NOW + timedelta(minutes=30))
     assert last_run(alice["dsn"]) | {"counts": None} == {
         "status": "success", "mode": "full", "counts": None,
