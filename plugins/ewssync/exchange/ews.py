@@ -713,7 +713,8 @@ class EwsCalendar(EwsWriter):
         start_date = end_date = None
         if all_day and instants_of(item) is not None:  # dated from the wire (ews_patches)
             start_date, end_date = _plain_date(item.start), _plain_date(item.end)
-        elif all_day:
+        elif all_day and start_utc is not None and end_utc is not None:
+            # (an unreadable start or end leaves the dates empty: the load quarantines the item)
             tz = self._local_zone(item)
             start_date = start_utc.astimezone(tz).date()
             end_date = (end_utc.astimezone(tz) - timedelta(days=1)).date()
