@@ -10,7 +10,6 @@ from typing import Any
 
 from ewssync import claims, reconcile, store, transform
 from ewssync import extract as extract_step
-from ewssync import push as push_step
 from ewssync.errors import (
     ConnectionTestError,
     ExchangeError,
@@ -369,6 +368,10 @@ def push(
 ) -> dict[str, Any]:
     """Write the app's changes to Exchange (push.Pusher); idempotent: a re-run recomputes what
     is still to do from the links."""
+    # Imported here: push needs pandas and the recurrence rules, which the other steps' task
+    # processes (and the DAG file's parse) need not load.
+    from ewssync import push as push_step
+
     started = time.perf_counter()
     with store.connect(dsn) as conn:
         claim(settings, conn, run_key)

@@ -8,18 +8,20 @@ import io
 import json
 import os
 import re
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import numpy as np
-import pandas as pd
 import psycopg2
 import psycopg2.extras
 
 from ewssync.errors import RunInProgress, SafetyStop, StoreError
 from ewssync.transform import NORMALIZED_COLUMNS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
@@ -501,9 +503,13 @@ def _csv_value(value: Any) -> Any:
         return value
     if kind is float:
         return _NULL if value != value else value  # NaN is NULL
-    if isinstance(value, np.generic):  # numpy scalars: plain Python values
+    # numpy and pandas are imported only by the steps that use them (each costs a task process
+    # a third of a second to start): a value can be one of theirs only once they are loaded.
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(value, numpy.generic):  # plain Python values
         return _csv_value(value.item())
-    if value is pd.NaT or value is pd.NA:
+    pandas = sys.modules.get("pandas")
+    if pandas is not None and (value is pandas.NaT or value is pandas.NA):
         return _NULL
     if isinstance(value, list | tuple):
         # Postgres array literal; every element quoted so commas and braces survive.
@@ -544,6 +550,8 @@ def stage_seen(conn, conn_id: str, run_key: str, item_ids: Iterable[str], state:
 
 
 def staged_ews_items(conn, conn_id: str, run_key: str) -> pd.DataFrame:
+    import pandas as pd
+
     rows = execute(conn, "staged_ews_items", {"conn_id": conn_id, "run_key": run_key})
     frame = pd.DataFrame(rows)
     if frame.empty:

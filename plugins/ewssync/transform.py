@@ -7,15 +7,16 @@ import hashlib
 import json
 from collections.abc import Iterable
 from datetime import date, datetime
-
-import pandas as pd
-from inscriptis import Inscriptis, get_text
-from inscriptis.css_profiles import CSS_PROFILES
-from inscriptis.model.config import ParserConfig
-from lxml.html import HTMLParser, document_fromstring
+from typing import TYPE_CHECKING
 
 from ewssync.errors import EwsSyncError
 from ewssync.timezones import is_valid_zone, windows_to_iana
+
+# pandas, inscriptis and lxml are imported where they are used: extract, load and the DAG file
+# import this module for its rules and column names, and each of those is a task process (or a
+# DAG parse) that would otherwise pay half a second to load them.
+if TYPE_CHECKING:
+    import pandas as pd
 
 RAW_COLUMNS = (
     "item_id", "change_key", "item_type", "uid", "recurrence_id", "master_item_id", "subject",
@@ -60,11 +61,17 @@ PRIVATE_SENSITIVITIES = frozenset({"Private", "Confidential"})
 
 SERIES_ITEM_TYPES = frozenset({"Occurrence", "Exception"})
 
-# Outlook's HTML puts <div class=WordSection1> around everything: the "strict" profile (browser
-# defaults) does not indent divs as inscriptis' default "relaxed" profile does.
-_HTML_CONFIG = ParserConfig(
-    css=CSS_PROFILES["strict"], display_links=False, display_images=False, display_anchors=False
-)
+
+@functools.cache
+def _html_config():
+    # Outlook's HTML puts <div class=WordSection1> around everything: the "strict" profile
+    # (browser defaults) does not indent divs as inscriptis' default "relaxed" profile does.
+    from inscriptis.css_profiles import CSS_PROFILES
+    from inscriptis.model.config import ParserConfig
+
+    return ParserConfig(
+        css=CSS_PROFILES["strict"], display_links=False, display_images=False, display_anchors=False
+    )
 
 
 _LXML_TEXT_LIMIT = 10_000_000
@@ -83,12 +90,16 @@ def html_to_text(html: str | None) -> str:
     """
     if not html or not html.strip():
         return ""
-    text = get_text(html, _HTML_CONFIG)
+    from inscriptis import Inscriptis, get_text
+
+    text = get_text(html, _html_config())
     if not text.strip() and len(html) > _LXML_TEXT_LIMIT:
+        from lxml.html import HTMLParser, document_fromstring
+
         # lxml silently drops a text node over 10,000,000 characters unless told otherwise: a
         # huge pasted log became empty notes. Parse such bodies again with huge_tree.
         tree = document_fromstring(html.strip(), parser=HTMLParser(huge_tree=True))
-        text = Inscriptis(tree, _HTML_CONFIG).get_text()
+        text = Inscriptis(tree, _html_config()).get_text()
     return _tidy(text)
 
 
@@ -119,6 +130,8 @@ def notes_columns(
 ) -> tuple[pd.Series, pd.Series]:
     """(notes, notes_html) for bodies: plain text always; the original HTML only with
     ``keep_html``. Each distinct body is converted once; empty bodies are not parsed."""
+    import pandas as pd
+
     keys = pd.Series(
         list(zip(map(_str_or_none, bodies), map(_str_or_none, body_types), strict=True)),
         index=bodies.index,
@@ -227,6 +240,8 @@ def first_category(categories: object) -> str | None:
 
 
 def _as_date(value: object) -> date | None:
+    import pandas as pd
+
     if value is None or value is pd.NaT or isinstance(value, float):
         return None
     if isinstance(value, datetime):  # datetime first: it is a date subclass
@@ -243,6 +258,8 @@ def _str_or_none(value: object) -> str | None:
 
 
 def _objects(values: Iterable) -> pd.Series:
+    import pandas as pd
+
     # object dtype keeps None as None (pandas 3 infers its str dtype, which turns None into NaN)
     return pd.Series(list(values), dtype=object)
 
@@ -254,11 +271,15 @@ def _text(values: pd.Series) -> pd.Series:
 
 def _utc(values: pd.Series) -> pd.Series:
     """Aware UTC timestamps (naive values are taken as UTC, as EWS sends them)."""
+    import pandas as pd
+
     return pd.to_datetime(values, utc=True)
 
 
 def _local_dates(instants: pd.Series, zones: pd.Series) -> pd.Series:
     """The calendar date of each instant in its zone (grouped by zone: few distinct zones)."""
+    import pandas as pd
+
     dates = pd.Series(None, index=instants.index, dtype=object)
     for zone in zones.unique():
         mask = zones == zone
@@ -267,6 +288,7 @@ def _local_dates(instants: pd.Series, zones: pd.Series) -> pd.Series:
 
 
 def _iso_z(instants: pd.Series) -> pd.Series:
+
     text = instants.dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     return text.astype(object).where(instants.notna(), None)
 
@@ -284,6 +306,8 @@ def normalize(
     ``fallback_zone`` (IANA) is used for items whose zone is customized, unknown or missing.
     The result does not depend on the host's time zone.
     """
+    import pandas as pd
+
     missing = [c for c in RAW_COLUMNS if c not in raw.columns]
     if missing:
         raise EwsSyncError(f"transform.normalize: raw items lack columns {missing}")
@@ -383,6 +407,8 @@ def repair(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, str]]]:
       long: it becomes one day long;
     - a reminder outside 0..40320 minutes: no reminder.
     """
+    import pandas as pd
+
     if frame.empty:
         return frame, []
     frame = frame.copy()
@@ -440,6 +466,8 @@ def repair(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, str]]]:
 def fingerprints(frame: pd.DataFrame) -> pd.Series:
     """A stable SHA-256 hex digest per row over FINGERPRINT_COLUMNS (normalised content only:
     no ids, change keys or modification times), the same on every host and pandas version."""
+    import pandas as pd
+
     columns = [_canonical(frame[column]) for column in FINGERPRINT_COLUMNS]
     digests = [
         hashlib.sha256(
@@ -454,6 +482,8 @@ def fingerprints(frame: pd.DataFrame) -> pd.Series:
 
 def _canonical(values: pd.Series) -> list:
     """JSON-ready values: ISO-8601 UTC for instants, ISO dates, Python scalars, None."""
+    import pandas as pd
+
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         return _iso_z(values.dt.tz_convert("UTC")).tolist()
     if values.dtype == bool:
@@ -462,6 +492,8 @@ def _canonical(values: pd.Series) -> list:
 
 
 def _scalar(value: object) -> object:
+    import pandas as pd
+
     if isinstance(value, str | bool | int):
         return value.item() if hasattr(value, "item") else value
     if value is None or value is pd.NA or value is pd.NaT or value != value:
