@@ -177,6 +177,9 @@ class Mailbox:
         # sync states name the mailbox instance: another server's state is not accepted
         self.epoch = uuid.uuid4().hex[:12]
         self.lock = threading.RLock()
+        # series expansions: master id -> (what the expansion depends on, its horizon, starts,
+        # the same as a set); a big CalendarView asks for every occurrence of every series
+        self._expansions: dict[str, tuple[tuple, datetime, list[datetime], frozenset]] = {}
 
     # --- changes, as Outlook would make them ---------------------------------------------
 
@@ -273,6 +276,22 @@ class Mailbox:
 
     # --- reading ------------------------------------------------------------------------
 
+    def _starts(self, master: Item, limit_end: datetime) -> tuple[list[datetime], frozenset]:
+        """``_expand_starts`` of the series up to at least ``limit_end``, kept until the master
+        changes (the caller filters by ``limit_end``: an expansion's starts only grow)."""
+        depends = (
+            master.change_key, master.start, master.timezone, master.timezone_rules,
+            repr(master.recurrence),
+        )  # fmt: skip
+        cached = self._expansions.get(master.item_id)
+        if cached is not None and cached[0] == depends and cached[1] >= limit_end:
+            return cached[2], cached[3]
+        if cached is not None and cached[0] == depends:
+            limit_end = max(limit_end, cached[1])
+        starts = _expand_starts(master, limit_end)
+        self._expansions[master.item_id] = (depends, limit_end, starts, frozenset(starts))
+        return starts, self._expansions[master.item_id][3]
+
     def occurrence_at(self, master_id: str, index: int) -> str | None:
         """The id of a series' occurrence by its 1-based position in the pattern (EWS
         OccurrenceItemId InstanceIndex; deleted occurrences keep their positions)."""
@@ -281,7 +300,7 @@ class Mailbox:
             if master is None or not master.recurrence or index < 1:
                 return None
             horizon = master.start + timedelta(days=366 * 30)
-            starts = _expand_starts(master, horizon)
+            starts = [s for s in self._starts(master, horizon)[0] if s < horizon]
             if index > len(starts):
                 return None
             return occurrence_id(master_id, starts[index - 1])
@@ -308,7 +327,7 @@ class Mailbox:
         """One occurrence or exception of a series, or None if it does not exist."""
         if original in master.deleted:
             return None
-        if original not in _expand_starts(master, original + timedelta(seconds=1)):
+        if original not in self._starts(master, original + timedelta(seconds=1))[1]:
             return None
         duration = master.end - master.start
         overrides = master.modified.get(original, {})
@@ -329,7 +348,7 @@ class Mailbox:
     def expand(self, master_id: str, until: datetime) -> list[datetime]:
         """Original starts (UTC) of a series before ``until``, deleted ones included."""
         with self.lock:
-            return _expand_starts(self.store[master_id], until)
+            return [s for s in self._starts(self.store[master_id], until)[0] if s < until]
 
     def get(self, item_id: str) -> Item | None:
         with self.lock:
@@ -353,7 +372,13 @@ class Mailbox:
                         found.append(item)
                     continue
                 horizon = end + timedelta(days=366)  # exceptions may move later
-                for original in _expand_starts(item, horizon):
+                duration = item.end - item.start
+                for original in self._starts(item, horizon)[0]:
+                    if original >= horizon:
+                        break
+                    unmoved = original not in item.modified
+                    if unmoved and not (original < end and original + duration > start):
+                        continue  # an occurrence outside the view (only exceptions move)
                     occurrence = self.instance(item, original)
                     if occurrence and occurrence.start < end and occurrence.end > start:
                         found.append(occurrence)
