@@ -1,7 +1,8 @@
-"""The lean reading of GetItem / FindItem answers (ews_lean, setting lean_parser) gives exactly
-the records exchangelib's reading gives: the realistic fixture and every Windows zone (timed and
-all-day), in both dialects, over HTTP from the simulator; and recorded answers, as sent and
-altered into the shapes real servers also send (offsets, naive times, empty or odd values)."""
+"""The lean reading of GetItem / FindItem / SyncFolderItems answers (ews_lean, setting
+lean_parser) gives exactly the records and changes exchangelib's reading gives: the realistic
+fixture and every Windows zone (timed and all-day), in both dialects, over HTTP from the
+simulator; and recorded answers, as sent and altered into the shapes real servers also send
+(offsets, naive times, empty or odd values)."""
 
 from __future__ import annotations
 
@@ -73,6 +74,50 @@ def test_the_realistic_calendar_reads_the_same_both_ways(schema, dialect):  # no
     assert any(r["sensitivity"] != "Normal" for r in records)
     assert lean == ours
     assert assert_schema_valid(schema, answers) == {"GetItemResponse", "FindItemResponse"}
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_sync_folder_items_reads_the_same_both_ways(schema, dialect):  # noqa: F811
+    """The whole folder from no state (pages of 7), then every kind of change: created,
+    updated, deleted, a read flag, an occurrence modified and one deleted from its series."""
+    sim = simulator(dialect)
+    sim.load_fixture(FIXTURE, default_mailbox="alice@example.com")
+    mailbox = sim.mailbox("alice@example.com")
+    held = len(mailbox.items())
+    sim.start()
+    answers = record_responses(sim)
+
+    def changes(lean: bool, state: str | None):
+        settings = settings_for(
+            sim, lean_parser=lean, use_2007_protocol=dialect == "Exchange2007_SP1",
+            exchange_timezone="Europe/Berlin",
+        )  # fmt: skip
+        return open_calendar(settings).sync_changes(state, max_changes=7)
+
+    try:
+        read = {lean: [changes(lean, None)] for lean in (False, True)}
+        singles = [item for item in mailbox.items() if not item.recurrence]
+        series = next(item for item in mailbox.items() if item.recurrence)
+        first, second = mailbox.expand(series.item_id, series.start + timedelta(days=60))[:2]
+        mailbox.update(singles[0].item_id, subject="moved")
+        mailbox.delete(singles[1].item_id)
+        mailbox.mark_read(singles[2].item_id, False)
+        mailbox.modify_occurrence(series.item_id, first, subject="exception")
+        mailbox.delete_occurrence(series.item_id, second)
+        mailbox.create(subject="new", start=singles[0].start, end=singles[0].end)
+        for lean in (False, True):
+            read[lean].append(changes(lean, read[lean][0][0]))
+    finally:
+        sim.stop()
+    ours, lean = read[False], read[True]
+    assert len(ours[0][1]) == held > 7  # several pages
+    kinds = sorted(change["kind"] for change in ours[1][1])
+    assert kinds == ["create", "delete", "update", "update"]  # a read flag alone is no change
+    assert {c["item_type"] for c in ours[0][1]} == {"Single", "RecurringMaster"}
+    assert [changes for _, changes, _ in lean] == [changes for _, changes, _ in ours]
+    assert assert_valid(schema, answers, only={"SyncFolderItemsResponse"}) == {
+        "SyncFolderItemsResponse"
+    }
 
 
 @pytest.mark.slow

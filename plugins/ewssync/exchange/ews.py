@@ -555,6 +555,14 @@ class EwsCalendar(EwsWriter):
         def read() -> list[dict[str, Any]]:
             # from the given state every time: a retry after a dropped answer repeats the read
             calendar.item_sync_state = state
+            with self._reading():
+                changes = list(
+                    calendar.sync_items(
+                        sync_state=state,
+                        only_fields=list(SYNC_FIELDS),
+                        max_changes_returned=max_changes,
+                    )
+                )
             return [
                 {
                     "kind": kind,
@@ -562,11 +570,7 @@ class EwsCalendar(EwsWriter):
                     "change_key": getattr(item, "changekey", None),
                     "item_type": getattr(item, "type", None),
                 }
-                for kind, item in calendar.sync_items(
-                    sync_state=state,
-                    only_fields=list(SYNC_FIELDS),
-                    max_changes_returned=max_changes,
-                )
+                for kind, item in changes
                 # a read flag changes no content (exchangelib hands back an (ItemId, is_read) pair)
                 if kind != "read_flag_change"
             ]
