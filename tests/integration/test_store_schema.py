@@ -155,3 +155,23 @@ def test_every_named_query_is_present_and_parameterised():
     for needed in ("merge_insert", "merge_update", "merge_delete", "save_sync_state", "find_user"):
         assert needed in names
     assert not any("{" in body for body in names.values())  # no str.format placeholders
+
+
+def test_every_foreign_key_has_an_index_that_starts_with_its_columns(db):
+    """Deleting a referenced row looks up its referencing rows by the foreign key's columns: an
+    unindexed key makes a purge of n appointments scan the links n times (quadratic)."""
+    with db.cursor() as cur:
+        cur.execute(
+            """
+            SELECT c.conrelid::regclass::text, c.conname
+            FROM pg_constraint c
+            JOIN pg_namespace n ON n.oid = c.connamespace
+            WHERE c.contype = 'f' AND n.nspname IN ('calendar', 'ewssync')
+              AND NOT EXISTS (
+                SELECT 1 FROM pg_index i
+                WHERE i.indrelid = c.conrelid
+                  AND (i.indkey::int2[])[0:cardinality(c.conkey) - 1] = c.conkey)
+            """
+        )
+        unindexed = cur.fetchall()
+    assert unindexed == []
