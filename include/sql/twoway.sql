@@ -111,7 +111,9 @@ UPDATE ewssync.links l
   FROM calendar.appointments a
  WHERE l.conn_id = %(conn_id)s AND a.id = l.appointment_id
    AND l.local_version = a.version
-   AND l.synced_version IS DISTINCT FROM a.version;
+   AND l.synced_version IS DISTINCT FROM a.version
+   -- implied by the two above; lets the links already agreed skip the join
+   AND l.synced_version IS DISTINCT FROM l.local_version;
 
 -- name: add_conflicts
 UPDATE ewssync.sync_runs
