@@ -6,7 +6,7 @@ import logging
 import re
 import socket
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from time import sleep
 from typing import Any
@@ -43,6 +43,7 @@ from ewssync.exchange.ews_patches import (
     drop_stale_protocol,
     dropped_nul_characters,
     instants_of,
+    reading_without_end_zone,
     reset_dropped_nul_characters,
     reset_view_pages,
     tune_protocol,
@@ -634,14 +635,19 @@ class EwsCalendar(EwsWriter):
 
     # --- helpers ----------------------------------------------------------------------------
 
+    @contextmanager
     def _reading(self):
         """Where calendar items of the answers are read: ews_lean (setting lean_parser), else
-        exchangelib's objects. Both give the same records."""
-        if not self.settings.lean_parser:
-            return nullcontext()
-        if self._lean_reader is None:
-            self._lean_reader = ews_lean.Reader(self.account)
-        return ews_lean.lean_reading(self._lean_reader)
+        exchangelib's objects. Both give the same records. Either way the reads ask for no
+        EndTimeZone (see ews_patches.reading_without_end_zone)."""
+        with reading_without_end_zone():
+            if not self.settings.lean_parser:
+                yield
+                return
+            if self._lean_reader is None:
+                self._lean_reader = ews_lean.Reader(self.account)
+            with ews_lean.lean_reading(self._lean_reader):
+                yield
 
     def _retrying(self, read, attempts: int = 3):
         """Run an idempotent read, again after a transient failure (a connection dropped
@@ -678,7 +684,7 @@ class EwsCalendar(EwsWriter):
     def _zone_fields(self) -> tuple[str, ...]:
         if self._meeting_zone():
             return ("_meeting_timezone",)
-        return ("_start_timezone", "_end_timezone")
+        return ("_start_timezone",)  # exchangelib adds "_end_timezone" unless reading
 
     def _item_zone(self, item) -> EWSTimeZone | None:
         name = "_meeting_timezone" if self._meeting_zone() else "_start_timezone"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -21,7 +21,9 @@ from exchangelib import CalendarItem, Configuration, EWSTimeZone, FaultTolerance
 from exchangelib import errors as ews_errors
 from exchangelib.errors import SessionPoolMinSizeReached
 from exchangelib.fields import CharField, TimeZoneField
+from exchangelib.folders import BaseFolder
 from exchangelib.protocol import BaseProtocol, Protocol
+from exchangelib.queryset import QuerySet
 from exchangelib.services.common import EWSService
 from exchangelib.util import TNS, create_element
 
@@ -206,6 +208,59 @@ def _install_zone_name_field() -> None:
 
 _install_zone_name_field()
 _install_zone_fields()
+
+# 4. exchangelib adds EndTimeZone to every read that names 'end' (and StartTimeZone for
+#    'start'). A record has one zone, the start's; the end's definition is about a third of each
+#    item's bytes in a FindItem or GetItem answer. Within reading_without_end_zone() (this
+#    thread) it is asked only when named itself.
+_READ_ZONES = threading.local()
+
+
+@contextmanager
+def reading_without_end_zone():
+    previous = getattr(_READ_ZONES, "skip_end", False)
+    _READ_ZONES.skip_end = True
+    try:
+        yield
+    finally:
+        _READ_ZONES.skip_end = previous
+
+
+def _without_end_zone(fields, asked) -> Any:
+    """``fields`` (FieldPaths) without the end zone exchangelib added, unless it was ``asked``."""
+    if not getattr(_READ_ZONES, "skip_end", False):
+        return fields
+    if any(_field_name(f) == "_end_timezone" for f in asked or ()):
+        return fields
+    kept = [f for f in fields if _field_name(f) != "_end_timezone"]
+    return type(fields)(kept) if isinstance(fields, set | tuple) else kept
+
+
+def _field_name(field) -> str | None:
+    if isinstance(field, str):
+        return field
+    inner = getattr(field, "field", field)
+    return getattr(inner, "name", None)
+
+
+def _install_read_zone_fields() -> None:
+    if getattr(QuerySet._additional_fields, "_ewssync", False):
+        return
+    additional_fields, normalize_fields = QuerySet._additional_fields, BaseFolder.normalize_fields
+
+    def _additional_fields(self):
+        return _without_end_zone(additional_fields(self), self.only_fields)
+
+    def _normalize_fields(self, fields):
+        fields = list(fields)
+        return _without_end_zone(normalize_fields(self, fields), fields)
+
+    _additional_fields._ewssync = True
+    QuerySet._additional_fields = _additional_fields
+    BaseFolder.normalize_fields = _normalize_fields
+
+
+_install_read_zone_fields()
 
 # --- response parsing speed ------------------------------------------------------------------------
 # exchangelib parses every SOAP response with to_xml(response.iter_content()). For a response
