@@ -198,29 +198,29 @@ def claim(settings: SyncSettings, conn, run_key: str) -> None:
 
 
 def transform_staged(settings: SyncSettings, dsn: str, run_key: str) -> dict[str, Any]:
-    """Normalise the run's raw Exchange items into staged appointments (pandas, no Exchange I/O).
+    """Normalise the run's raw Exchange items into staged appointments (no Exchange I/O).
 
     Items the calendar table would refuse are repaired as Outlook shows them and named in the
-    run's report (``quarantined_items``).
+    run's report (``quarantined_items``). Records, not DataFrames: this task process then
+    never loads pandas (a third of a second), and 10,000 items take a fraction of the time.
     """
     started = time.perf_counter()
     with store.connect(dsn) as conn:
         claim(settings, conn, run_key)
-        raw = store.staged_ews_items(conn, settings.conn_id, run_key)
+        raw = store.staged_ews_records(conn, settings.conn_id, run_key)
         repaired: list[dict[str, str]] = []
-        if raw.empty:
-            normalized = raw
-        else:
-            normalized = transform.normalize(
+        normalized: list[dict[str, Any]] = []
+        if raw:
+            normalized = transform.normalize_records(
                 raw,
                 keep_html=settings.keep_html,
                 # extract already left private items out when sync_private is off
                 sync_private=settings.sync_private,
                 fallback_zone=settings.exchange_timezone,
             )
-            normalized, repaired = transform.repair(normalized)
-        staged = store.stage_appointments(conn, settings.conn_id, run_key, normalized)
-        summary = transform.summarize(normalized) if staged else {}
+            normalized, repaired = transform.repair_records(normalized)
+        staged = store.stage_appointment_rows(conn, settings.conn_id, run_key, normalized)
+        summary = transform.summarize_records(normalized) if staged else {}
         counts: dict[str, Any] = {"transformed": staged}
         if repaired:
             log.warning("connection %s: repaired %s items: %s", settings.conn_id, len(repaired),

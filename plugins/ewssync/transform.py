@@ -1,14 +1,17 @@
-"""Pure functions on DataFrames: raw Exchange items -> normalised appointments (no I/O)."""
+"""Pure functions: raw Exchange items -> normalised appointments (records; DataFrames too), no I/O."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
 import json
+import sys
 from collections.abc import Iterable
-from datetime import date, datetime
-from typing import TYPE_CHECKING
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
+from ewssync import html_text
 from ewssync.errors import EwsSyncError
 from ewssync.timezones import is_valid_zone, windows_to_iana
 
@@ -90,10 +93,13 @@ def html_to_text(html: str | None) -> str:
     """
     if not html or not html.strip():
         return ""
-    from inscriptis import Inscriptis, get_text
+    text = html_text.render(html)  # inscriptis' text, faster, for the HTML Outlook writes
+    if text is None:
+        from inscriptis import get_text
 
-    text = get_text(html, _html_config())
+        text = get_text(html, _html_config())
     if not text.strip() and len(html) > _LXML_TEXT_LIMIT:
+        from inscriptis import Inscriptis
         from lxml.html import HTMLParser, document_fromstring
 
         # lxml silently drops a text node over 10,000,000 characters unless told otherwise: a
@@ -125,28 +131,30 @@ def _is_html(body: str, body_type: object) -> bool:
     return body.lstrip().startswith("<")  # body type missing: trust the content
 
 
+def notes_of(body: object, body_type: object, *, keep_html: bool) -> tuple[str, str | None]:
+    """(notes, notes_html) for one body: plain text always; the original HTML only with
+    ``keep_html``. Empty bodies are not parsed."""
+    body, body_type = _str_or_none(body), _str_or_none(body_type)
+    if not body:
+        return "", None
+    if _is_html(body, body_type):
+        return html_to_text(body), body if keep_html else None
+    return plain_text(body), None
+
+
 def notes_columns(
     bodies: pd.Series, body_types: pd.Series, *, keep_html: bool
 ) -> tuple[pd.Series, pd.Series]:
-    """(notes, notes_html) for bodies: plain text always; the original HTML only with
-    ``keep_html``. Each distinct body is converted once; empty bodies are not parsed."""
+    """notes_of for columns of bodies and body types: (notes, notes_html); each distinct body
+    is converted once."""
     import pandas as pd
 
-    keys = pd.Series(
-        list(zip(map(_str_or_none, bodies), map(_str_or_none, body_types), strict=True)),
-        index=bodies.index,
-        dtype=object,
-    )
     converted: dict[tuple, tuple[str, str | None]] = {}
-    for key in keys.unique():
-        body, body_type = key
-        if not body:
-            converted[key] = ("", None)
-        elif _is_html(body, body_type):
-            converted[key] = (html_to_text(body), body if keep_html else None)
-        else:
-            converted[key] = (plain_text(body), None)
-    pairs = keys.map(converted)
+    pairs = []
+    for key in zip(map(_str_or_none, bodies), map(_str_or_none, body_types), strict=True):
+        if key not in converted:
+            converted[key] = notes_of(*key, keep_html=keep_html)
+        pairs.append(converted[key])
     notes = pd.Series([p[0] for p in pairs], index=bodies.index, dtype=object)
     notes_html = pd.Series([p[1] for p in pairs], index=bodies.index, dtype=object)
     return notes, notes_html
@@ -239,10 +247,19 @@ def first_category(categories: object) -> str | None:
     return None
 
 
-def _as_date(value: object) -> date | None:
-    import pandas as pd
+def _is_null(value: object) -> bool:
+    """None, NaN, and pandas' NaT and NA (recognised only once pandas is loaded: a value can be
+    one of them only then)."""
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return value != value
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and (value is pandas.NaT or value is pandas.NA)
 
-    if value is None or value is pd.NaT or isinstance(value, float):
+
+def _as_date(value: object) -> date | None:
+    if _is_null(value):
         return None
     if isinstance(value, datetime):  # datetime first: it is a date subclass
         return value.date()
@@ -253,230 +270,330 @@ def _as_date(value: object) -> date | None:
     return None
 
 
+def _as_utc(value: object) -> datetime | None:
+    """An aware UTC instant (naive values are taken as UTC, as EWS sends them), or None."""
+    if _is_null(value):
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
 def _str_or_none(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _objects(values: Iterable) -> pd.Series:
-    import pandas as pd
-
-    # object dtype keeps None as None (pandas 3 infers its str dtype, which turns None into NaN)
-    return pd.Series(list(values), dtype=object)
+def _stripped(value: object) -> str:
+    """A stripped string; anything else (None, NaN) becomes ''."""
+    return value.strip() if isinstance(value, str) else ""
 
 
-def _text(values: pd.Series) -> pd.Series:
-    """Stripped strings; None/NaN become ''."""
-    return _objects(v.strip() if isinstance(v, str) else "" for v in values)
+def _flag(value: object) -> bool:
+    """A boolean; a missing value (None, NaN) is False."""
+    if value is True or value is False:
+        return value
+    return False if _is_null(value) else bool(value)
 
 
-def _utc(values: pd.Series) -> pd.Series:
-    """Aware UTC timestamps (naive values are taken as UTC, as EWS sends them)."""
-    import pandas as pd
-
-    return pd.to_datetime(values, utc=True)
-
-
-def _local_dates(instants: pd.Series, zones: pd.Series) -> pd.Series:
-    """The calendar date of each instant in its zone (grouped by zone: few distinct zones)."""
-    import pandas as pd
-
-    dates = pd.Series(None, index=instants.index, dtype=object)
-    for zone in zones.unique():
-        mask = zones == zone
-        dates[mask] = instants[mask].dt.tz_convert(zone).dt.date
-    return dates
+def _number(value: object) -> int | float | None:
+    """A number as pandas.to_numeric(errors="coerce") reads it, or None."""
+    if _is_null(value):
+        return None
+    if isinstance(value, int | float):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if number != number else number
 
 
-def _iso_z(instants: pd.Series) -> pd.Series:
+def _minutes(value: object) -> int | None:
+    """Whole minutes (rounded half to even), or None for a missing or non-numeric value."""
+    number = _number(value)
+    if number is None or isinstance(number, int):
+        return None if number is None else int(number)
+    return round(number) if abs(number) != float("inf") else None
 
-    text = instants.dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return text.astype(object).where(instants.notna(), None)
+
+def _local_date(instant: datetime | None, zone: str) -> date | None:
+    return None if instant is None else instant.astimezone(_zone(zone)).date()
+
+
+@functools.cache
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def _iso_z(instant: datetime | None) -> str | None:
+    """ISO-8601 UTC to the second, 'Z' for the zone (as pandas' strftime wrote it)."""
+    if instant is None:
+        return None
+    utc = instant.astimezone(UTC)
+    if utc.year < 1000:  # isoformat pads the year, strftime does not
+        return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc.replace(microsecond=0, tzinfo=None).isoformat() + "Z"  # faster than strftime
 
 
 # --- normalize ----------------------------------------------------------------------------------
 
 
-def normalize(
-    raw: pd.DataFrame, *, keep_html: bool, sync_private: bool, fallback_zone: str
-) -> pd.DataFrame:
-    """Raw Exchange items (RAW_COLUMNS) -> appointments (NORMALIZED_COLUMNS), one row each.
+def normalize_records(
+    raw: Iterable[dict[str, Any]], *, keep_html: bool, sync_private: bool, fallback_zone: str
+) -> list[dict[str, Any]]:
+    """Raw Exchange items (dicts with RAW_COLUMNS) -> appointments (dicts with
+    NORMALIZED_COLUMNS), one each, in the same order.
 
     Series masters are dropped (a view already expanded them into occurrences); private items
     are dropped unless ``sync_private`` (then they are kept and flagged ``is_private``).
     ``fallback_zone`` (IANA) is used for items whose zone is customized, unknown or missing.
-    The result does not depend on the host's time zone.
+    The result does not depend on the host's time zone. Instants are aware UTC datetimes,
+    dates are dates, missing values None.
     """
-    import pandas as pd
-
-    missing = [c for c in RAW_COLUMNS if c not in raw.columns]
-    if missing:
-        raise EwsSyncError(f"transform.normalize: raw items lack columns {missing}")
     if not is_valid_zone(fallback_zone):
         raise EwsSyncError(
             f"transform.normalize: fallback zone {fallback_zone!r} is not an IANA zone; "
             "set the connection's Exchange time zone"
         )
-    items = raw.loc[raw["item_type"] != "RecurringMaster"]
-    private = items["sensitivity"].isin(PRIVATE_SENSITIVITIES)
-    if not sync_private:
-        items, private = items.loc[~private], private.loc[~private]
-    if items.empty:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in NORMALIZED_COLUMNS})
-    items = items.reset_index(drop=True)
-    private = private.reset_index(drop=True)
+    zone_of: dict[tuple, str] = {}
+    notes_for: dict[tuple, tuple[str, str | None]] = {}
+    rows: list[dict[str, Any]] = []
+    for item in raw:
+        item_type = item["item_type"]
+        if item_type == "RecurringMaster":
+            continue
+        sensitivity = item["sensitivity"]
+        private = isinstance(sensitivity, str) and sensitivity in PRIVATE_SENSITIVITIES
+        if private and not sync_private:
+            continue
+        zone_names = (_str_or_none(item["timezone_iana"]), _str_or_none(item["timezone_windows"]))
+        zone = zone_of.get(zone_names)
+        if zone is None:
+            zone = zone_of[zone_names] = resolve_zone(*zone_names, fallback_zone)
+        starts_at = _as_utc(item["start"])
+        ends_at = _as_utc(item["end"])
+        all_day = _flag(item["is_all_day"])
+        in_series = isinstance(item_type, str) and item_type in SERIES_ITEM_TYPES
 
-    zone_names = list(
-        zip(
-            map(_str_or_none, items["timezone_iana"]),
-            map(_str_or_none, items["timezone_windows"]),
-            strict=True,
-        )
-    )
-    zone_of = {pair: resolve_zone(*pair, fallback_zone) for pair in set(zone_names)}
-    time_zone = pd.Series([zone_of[pair] for pair in zone_names], dtype=object)
-    starts_at = _utc(items["start"])
-    ends_at = _utc(items["end"])
-    all_day = items["is_all_day"].fillna(False).astype(bool)
-    in_series = items["item_type"].isin(SERIES_ITEM_TYPES)
+        # All-day: Exchange's own dates, never recomputed from instants, so no zone (the item's,
+        # the connection's, the host's) can shift them. Timed items (and all-day items without
+        # dates): the local dates of start and end in the item's zone.
+        own_start = _as_date(item["start_date"]) if all_day else None
+        if own_start is not None:
+            start_date = own_start
+            end_date = _as_date(item["end_date"]) or own_start
+        else:
+            start_date = _local_date(starts_at, zone)
+            if all_day:
+                # Exchange's all-day end is the next midnight: the inclusive end is the day before.
+                last = (
+                    ends_at - _MICROSECOND
+                    if starts_at is not None and ends_at is not None and ends_at > starts_at
+                    else starts_at
+                )
+                end_date = _local_date(last, zone)
+            else:
+                end_date = _local_date(ends_at, zone)
 
-    # All-day: Exchange's own dates, never recomputed from instants, so no zone (the item's,
-    # the connection's, the host's) can shift them. Timed items (and all-day items without
-    # dates): the local dates of start and end in the item's zone.
-    start_date = _local_dates(starts_at, time_zone)
-    end_date = _local_dates(ends_at, time_zone)
-    own_start = items["start_date"].map(_as_date)
-    own_end = items["end_date"].map(_as_date)
-    use_own = all_day & own_start.notna()
-    start_date[use_own] = own_start[use_own]
-    end_date[use_own] = own_end[use_own].where(own_end[use_own].notna(), own_start[use_own])
-    computed_all_day = all_day & ~use_own
-    if computed_all_day.any():
-        # Exchange's all-day end is the next midnight: the inclusive end is the day before.
-        last_instant = (ends_at - pd.Timedelta(microseconds=1)).where(
-            ends_at > starts_at, starts_at
-        )
-        inclusive = _local_dates(last_instant, time_zone)
-        end_date[computed_all_day] = inclusive[computed_all_day]
+        # An occurrence's original start is its start; an exception without one keeps its own
+        # start as key (a degraded key, but never a NULL one).
+        recurrence_id = _as_utc(item["recurrence_id"])
+        if recurrence_id is None and in_series:
+            recurrence_id = starts_at
+        uid = None if _is_null(item["uid"]) else item["uid"]
 
-    # An occurrence's original start is its start; an exception without one keeps its own
-    # start as key (a degraded key, but never a NULL one).
-    recurrence_id = _utc(items["recurrence_id"])
-    recurrence_id = recurrence_id.where(recurrence_id.notna() | ~in_series, starts_at)
-    occurrence_key = _iso_z(recurrence_id).where(in_series, None)
-    uid = items["uid"].astype(object).where(items["uid"].notna(), None)
+        body_key = (_str_or_none(item["body"]), _str_or_none(item["body_type"]))
+        notes = notes_for.get(body_key)
+        if notes is None:
+            notes = notes_for[body_key] = notes_of(*body_key, keep_html=keep_html)
 
-    reminder_set = items["reminder_is_set"].fillna(False).astype(bool)
-    reminder = pd.to_numeric(items["reminder_minutes"], errors="coerce").round().astype("Int64")
-    notes, notes_html = notes_columns(items["body"], items["body_type"], keep_html=keep_html)
-
-    frame = pd.DataFrame(
-        {
-            "ews_item_id": items["item_id"].astype(object),
-            "change_key": items["change_key"].astype(object),
+        row = {
+            "ews_item_id": item["item_id"],
+            "change_key": item["change_key"],
             "uid": uid,
             "recurrence_id": recurrence_id,
-            "series_key": uid.where(in_series, None),
-            "occurrence_key": occurrence_key,
-            "item_type": items["item_type"].astype(object),
-            "title": _text(items["subject"]),
-            "location": _text(items["location"]),
-            "notes": notes,
-            "notes_html": notes_html,
+            "series_key": uid if in_series else None,
+            "occurrence_key": _iso_z(recurrence_id) if in_series else None,
+            "item_type": item_type,
+            "title": _stripped(item["subject"]),
+            "location": _stripped(item["location"]),
+            "notes": notes[0],
+            "notes_html": notes[1],
             "starts_at": starts_at,
             "ends_at": ends_at,
             "all_day": all_day,
             "start_date": start_date,
             "end_date": end_date,
-            "time_zone": time_zone,
-            "is_private": private.astype(bool),
-            "reminder_minutes": reminder.where(reminder_set, pd.NA),
-            "show_as": _objects(map(show_as, items["legacy_free_busy"])),
-            "category": _objects(map(first_category, items["categories"])),
+            "time_zone": zone,
+            "is_private": private,
+            "reminder_minutes": (
+                _minutes(item["reminder_minutes"]) if _flag(item["reminder_is_set"]) else None
+            ),
+            "show_as": show_as(item["legacy_free_busy"]),
+            "category": first_category(item["categories"]),
         }
+        row["fingerprint"] = fingerprint(row)
+        rows.append(row)
+    return rows
+
+
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def normalize(
+    raw: pd.DataFrame, *, keep_html: bool, sync_private: bool, fallback_zone: str
+) -> pd.DataFrame:
+    """normalize_records for a DataFrame of raw items: one row per appointment, the columns
+    NORMALIZED_COLUMNS (instants as UTC timestamps, reminder minutes as Int64)."""
+    import pandas as pd
+
+    missing = [c for c in RAW_COLUMNS if c not in raw.columns]
+    if missing:
+        raise EwsSyncError(f"transform.normalize: raw items lack columns {missing}")
+    items = raw.loc[:, list(RAW_COLUMNS)].astype(object)
+    for column in ("start", "end", "recurrence_id"):
+        # pandas parses what the frame may hold (strings, timestamps, naive datetimes)
+        instants = pd.to_datetime(raw[column], utc=True)
+        items[column] = [None if v is pd.NaT else v for v in instants.dt.to_pydatetime()]
+    records = items.to_dict("records")
+    rows = normalize_records(
+        records, keep_html=keep_html, sync_private=sync_private, fallback_zone=fallback_zone
     )
-    frame["fingerprint"] = fingerprints(frame)
-    return frame.loc[:, list(NORMALIZED_COLUMNS)]
+    return normalized_frame(rows)
 
 
-def repair(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+def normalized_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Normalised appointments as a DataFrame (NORMALIZED_COLUMNS; empty with those columns)."""
+    import pandas as pd
+
+    if not rows:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in NORMALIZED_COLUMNS})
+    columns: dict[str, Any] = {}
+    for name in NORMALIZED_COLUMNS:
+        values = [row[name] for row in rows]
+        if name in _INSTANT_COLUMNS:
+            columns[name] = pd.to_datetime(pd.Series(values, dtype=object), utc=True)
+        elif name in _FLAG_COLUMNS:
+            columns[name] = pd.Series(values, dtype=bool)
+        elif name == "reminder_minutes":
+            columns[name] = pd.Series(values, dtype="Int64")
+        else:
+            # object dtype keeps None as None (pandas 3 would infer its str dtype, with NaN)
+            columns[name] = pd.Series(values, dtype=object)
+    return pd.DataFrame(columns)
+
+
+_INSTANT_COLUMNS = frozenset({"recurrence_id", "starts_at", "ends_at"})
+_FLAG_COLUMNS = frozenset({"all_day", "is_private"})
+
+
+# --- repair -------------------------------------------------------------------------------------
+
+MAX_REMINDER_MINUTES = 40320
+
+
+def repair_records(
+    rows: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Normalise what calendar.appointments would refuse the way Outlook shows it, so one odd
-    item cannot stop a mailbox's load; return the repaired rows and one note per repair.
+    item cannot stop a mailbox's load; return the rows (a repaired row is a new dict) and one
+    note per repair.
 
     - an end before the start: the end becomes the start (Outlook shows a zero-length item);
     - an all-day item whose (inclusive) end date is before its start date, i.e. zero days
       long: it becomes one day long;
     - a reminder outside 0..40320 minutes: no reminder.
     """
-    import pandas as pd
+    rows = list(rows)
+    notes: list[dict[str, str]] = []
+    repaired: set[int] = set()
 
+    def note(index: int, problem: str, action: str, **changes: Any) -> None:
+        row = rows[index]
+        notes.append(
+            {"item_id": str(row["ews_item_id"]), "title": str(row["title"]), "problem": problem,
+             "action": action}
+        )  # fmt: skip
+        rows[index] = {**row, **changes}
+        repaired.add(index)
+
+    # One pass per rule: the notes list every item of a rule together, as the run report shows.
+    for index, row in enumerate(rows):
+        starts, ends = row["starts_at"], row["ends_at"]
+        if not _is_null(starts) and not _is_null(ends) and ends < starts:
+            note(index, "ends before it starts", "end set to the start", ends_at=starts)
+    for index, row in enumerate(rows):
+        if not _flag(row["all_day"]):
+            continue
+        start_date = _as_date(row["start_date"])
+        end_date = _as_date(row["end_date"])
+        if start_date is not None and (end_date is None or end_date < start_date):
+            starts, ends = row["starts_at"], row["ends_at"]
+            if _is_null(starts) or (not _is_null(ends) and ends > starts):
+                one_day_end = ends if not _is_null(starts) else starts
+            else:
+                one_day_end = starts + _ONE_DAY
+            note(index, "all-day item of zero days", "made one day long", end_date=start_date,
+                 ends_at=one_day_end)  # fmt: skip
+    for index, row in enumerate(rows):
+        reminder = _number(row["reminder_minutes"])
+        if reminder is None:
+            continue
+        if reminder < 0 or reminder > MAX_REMINDER_MINUTES:
+            note(index, f"reminder outside 0..{MAX_REMINDER_MINUTES} minutes", "reminder dropped",
+                 reminder_minutes=None)  # fmt: skip
+    for index in repaired:
+        rows[index]["fingerprint"] = fingerprint(rows[index])
+    return rows, notes
+
+
+_ONE_DAY = timedelta(days=1)
+
+
+def repair(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+    """repair_records for a DataFrame of normalised appointments: the repaired frame (a copy;
+    a dropped reminder makes the reminder column object dtype, holding None) and the notes."""
     if frame.empty:
         return frame, []
     frame = frame.copy()
-    notes: list[dict[str, str]] = []
-
-    def note(mask: pd.Series, problem: str, action: str) -> None:
-        for item_id, title in zip(
-            frame.loc[mask, "ews_item_id"], frame.loc[mask, "title"], strict=True
-        ):
-            notes.append(
-                {"item_id": str(item_id), "title": str(title), "problem": problem, "action": action}
-            )
-
-    starts, ends = frame["starts_at"], frame["ends_at"]
-    backwards = (ends < starts).fillna(False).astype(bool)
-    if backwards.any():
-        note(backwards, "ends before it starts", "end set to the start")
-        frame.loc[backwards, "ends_at"] = starts[backwards]
-    all_day = frame["all_day"].fillna(False).astype(bool)
-    start_date = frame["start_date"].map(_as_date)
-    end_date = frame["end_date"].map(_as_date)
-    no_days = (
-        all_day
-        & start_date.notna()
-        & (
-            end_date.isna()
-            | pd.Series(
-                [
-                    e is not None and s is not None and e < s
-                    for s, e in zip(start_date, end_date, strict=True)
-                ],
-                index=frame.index,
-                dtype=bool,
-            )
-        )
-    )
-    if no_days.any():
-        note(no_days, "all-day item of zero days", "made one day long")
-        frame.loc[no_days, "end_date"] = start_date[no_days]
-        one_day = frame.loc[no_days, "starts_at"] + pd.Timedelta(days=1)
-        frame.loc[no_days, "ends_at"] = frame.loc[no_days, "ends_at"].where(
-            frame.loc[no_days, "ends_at"] > frame.loc[no_days, "starts_at"], one_day
-        )
-    reminder = pd.to_numeric(frame["reminder_minutes"], errors="coerce")
-    bad_reminder = (reminder.notna() & ((reminder < 0) | (reminder > 40320))).astype(bool)
-    if bad_reminder.any():
-        note(bad_reminder, "reminder outside 0..40320 minutes", "reminder dropped")
+    originals = frame.to_dict("records")
+    rows, notes = repair_records(originals)
+    if not notes:
+        return frame, []
+    if any(row["reminder_minutes"] is None and not _is_null(original["reminder_minutes"])
+           for row, original in zip(rows, originals, strict=True)):  # fmt: skip
         frame["reminder_minutes"] = frame["reminder_minutes"].astype(object)
-        frame.loc[bad_reminder, "reminder_minutes"] = None
-    if notes:
-        frame["fingerprint"] = fingerprints(frame)
+    for position, (row, original) in enumerate(zip(rows, originals, strict=True)):
+        if row is original:
+            continue
+        for column in ("ends_at", "end_date", "reminder_minutes", "fingerprint"):
+            if row[column] is not original[column]:
+                frame.iloc[position, frame.columns.get_loc(column)] = row[column]
     return frame, notes
 
 
-def fingerprints(frame: pd.DataFrame) -> pd.Series:
-    """A stable SHA-256 hex digest per row over FINGERPRINT_COLUMNS (normalised content only:
+# --- fingerprints -------------------------------------------------------------------------------
+
+
+def fingerprint(row: dict[str, Any]) -> str:
+    """A stable SHA-256 hex digest over a row's FINGERPRINT_COLUMNS (normalised content only:
     no ids, change keys or modification times), the same on every host and pandas version."""
+    return _digest([_canonical_value(row[column]) for column in FINGERPRINT_COLUMNS])
+
+
+def _digest(values: list) -> str:
+    return hashlib.sha256(
+        json.dumps([FINGERPRINT_VERSION, *values], ensure_ascii=False, separators=(",", ":"))
+        .encode("utf-8")
+    ).hexdigest()  # fmt: skip
+
+
+def fingerprints(frame: pd.DataFrame) -> pd.Series:
+    """fingerprint for every row of a DataFrame of normalised appointments."""
     import pandas as pd
 
     columns = [_canonical(frame[column]) for column in FINGERPRINT_COLUMNS]
-    digests = [
-        hashlib.sha256(
-            json.dumps(
-                [FINGERPRINT_VERSION, *row], ensure_ascii=False, separators=(",", ":")
-            ).encode("utf-8")
-        ).hexdigest()
-        for row in zip(*columns, strict=True)
-    ]
+    digests = [_digest(list(row)) for row in zip(*columns, strict=True)]
     return pd.Series(digests, index=frame.index, dtype=object)
 
 
@@ -485,21 +602,23 @@ def _canonical(values: pd.Series) -> list:
     import pandas as pd
 
     if isinstance(values.dtype, pd.DatetimeTZDtype):
-        return _iso_z(values.dt.tz_convert("UTC")).tolist()
+        text = values.dt.tz_convert("UTC").dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return text.astype(object).where(values.notna(), None).tolist()
     if values.dtype == bool:
         return values.tolist()
-    return [_scalar(value) for value in values.to_numpy(dtype=object)]
+    return [_canonical_value(value) for value in values.to_numpy(dtype=object)]
 
 
-def _scalar(value: object) -> object:
-    import pandas as pd
-
+def _canonical_value(value: object) -> object:
+    kind = type(value)
+    if kind is str or kind is bool or kind is int or value is None:  # the common cases first
+        return value
     if isinstance(value, str | bool | int):
         return value.item() if hasattr(value, "item") else value
-    if value is None or value is pd.NA or value is pd.NaT or value != value:
+    if _is_null(value):
         return None
     if isinstance(value, datetime):
-        return pd.Timestamp(value).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+        return _iso_z(value)
     if isinstance(value, date):
         return value.isoformat()
     if hasattr(value, "item"):  # numpy scalar
@@ -507,8 +626,21 @@ def _scalar(value: object) -> object:
     return value
 
 
-def summarize(frame: pd.DataFrame) -> dict[str, int]:
+# --- summary ------------------------------------------------------------------------------------
+
+
+def summarize_records(rows: list[dict[str, Any]]) -> dict[str, int]:
     """Counts for the run report: rows, private, all-day and recurring (in a series)."""
+    return {
+        "rows": len(rows),
+        "private": sum(1 for row in rows if row["is_private"]),
+        "all_day": sum(1 for row in rows if row["all_day"]),
+        "recurring": sum(1 for row in rows if not _is_null(row["series_key"])),
+    }
+
+
+def summarize(frame: pd.DataFrame) -> dict[str, int]:
+    """summarize_records for a DataFrame of normalised appointments."""
     if frame.empty:
         return {"rows": 0, "private": 0, "all_day": 0, "recurring": 0}
     return {
