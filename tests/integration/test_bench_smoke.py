@@ -48,6 +48,8 @@ def test_the_bench_runs_on_a_tiny_mailbox(pg_server, tmp_path):
         "DAG parsing",
         "push 30 new",
         "push 5 changed",
+        "inside the steps / starting the 4 processes",
+        "targets (issue #14): no-change DAG run: 2 requests (met)",
     ):
         assert scenario in result.stdout
     text = out.read_text()
