@@ -17,7 +17,6 @@ Switched by the connection setting ``lean_parser`` (on by default).
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from exchangelib import CalendarItem
@@ -27,7 +26,7 @@ from exchangelib.services.find_item import FindItem
 from exchangelib.util import MNS, TNS
 from lxml import etree
 
-from ewssync.exchange.ews_patches import all_day_reading, server_zone
+from ewssync.exchange.ews_patches import all_day_reading, server_zone, thread_value
 from ewssync.exchange.ews_write import AppointmentStamp
 
 _T = f"{{{TNS}}}"
@@ -243,17 +242,11 @@ class Reader:
 _READING = threading.local()
 
 
-@contextmanager
 def lean_reading(reader: Reader):
     """Within this block (this thread only), GetItem and FindItem answers' calendar items
     become LeanItems and SyncFolderItems' created or updated ones LeanChanges; everything else
     is exchangelib's as usual."""
-    previous = getattr(_READING, "reader", None)
-    _READING.reader = reader
-    try:
-        yield
-    finally:
-        _READING.reader = previous
+    return thread_value(_READING, "reader", reader)
 
 
 def _install() -> None:

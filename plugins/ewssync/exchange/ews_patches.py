@@ -217,13 +217,18 @@ _READ_ZONES = threading.local()
 
 
 @contextmanager
-def reading_without_end_zone():
-    previous = getattr(_READ_ZONES, "skip_end", False)
-    _READ_ZONES.skip_end = True
+def thread_value(local: threading.local, name: str, value: Any):
+    """``local.<name>`` is ``value`` within the block (this thread), and what it was after."""
+    previous = getattr(local, name, None)
+    setattr(local, name, value)
     try:
         yield
     finally:
-        _READ_ZONES.skip_end = previous
+        setattr(local, name, previous)
+
+
+def reading_without_end_zone():
+    return thread_value(_READ_ZONES, "skip_end", True)
 
 
 def _without_end_zone(fields, asked) -> Any:
