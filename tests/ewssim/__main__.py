@@ -7,13 +7,11 @@ python -m tests.ewssim --port 8765 --seed tests/ewssim/fixtures/realistic.json \
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import sys
-import threading
 from datetime import UTC, datetime
 
 from tests.ewssim import EwsSimulator
+from tests.simserver import wait_for_sigterm
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,10 +34,7 @@ def main(argv: list[str] | None = None) -> None:
         simulator.load_fixture(args.seed, shift_to=shift_to, default_mailbox=args.user)
     simulator.start(port=args.port, host=args.host)
     print(simulator.url, flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with contextlib.suppress(KeyboardInterrupt):
-        stop.wait()
+    wait_for_sigterm()
     simulator.stop()
     sys.exit(0)
 

@@ -10,7 +10,7 @@ import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 from html import unescape
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from xml.sax.saxutils import escape
 
 from lxml import etree
@@ -25,6 +25,7 @@ from tests.ewssim.throttling import (
     server_busy_fault,
 )
 from tests.ewssim.zones import WINDOWS_ZONES, definition_xml, display_name, zone_of
+from tests.simserver import QuietHandler, ServedOverHttp
 
 S = "http://schemas.xmlsoap.org/soap/envelope/"
 M = "http://schemas.microsoft.com/exchange/services/2006/messages"
@@ -270,7 +271,7 @@ CLEARED = {
 }
 
 
-class EwsSimulator:
+class EwsSimulator(ServedOverHttp):
     """A local Exchange server; the control API is described in tests/ewssim/README.md."""
 
     def __init__(self, dialect: str = "Exchange2016", max_view_items: int = 1000,
@@ -407,12 +408,7 @@ class EwsSimulator:
     def start(self, port: int = 0, host: str = "127.0.0.1") -> EwsSimulator:
         simulator = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):  # quiet
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self):  # noqa: N802
                 length = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(length)
@@ -477,29 +473,12 @@ class EwsSimulator:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        self.certificate = self.serve(Handler, host, port, tls=self.tls)
         if self.tls:
-            from tests.ewssim.tls import self_signed_context
-
-            context, self.certificate = self_signed_context(host)
-            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
             from tests.ewssim.signin import certificate_hash
 
             self.sign_in.channel_bindings = certificate_hash(self.certificate)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
     # --- dispatch -------------------------------------------------------------------------
 

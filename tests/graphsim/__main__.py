@@ -9,16 +9,14 @@ python -m tests.graphsim --seed tests/ewssim/fixtures/realistic.json --user demo
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import signal
 import sys
-import threading
 from datetime import UTC, datetime
 
 from tests.ewssim import EwsSimulator
 from tests.graphsim import GraphSimulator
 from tests.identitysim import IdentitySimulator
+from tests.simserver import wait_for_sigterm
 
 RESOURCE = "https://127.0.0.1"  # Graph on this machine: the token's audience is its host
 
@@ -50,10 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         }),
         flush=True,
     )  # fmt: skip
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with contextlib.suppress(KeyboardInterrupt):
-        stop.wait()
+    wait_for_sigterm()
     graph.stop()
     identity.stop()
     sys.exit(0)

@@ -11,13 +11,14 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from tests.ewssim.mailbox import Item, Mailbox
 from tests.ewssim.server import EwsSimulator
 from tests.graphsim import csdl, events
 from tests.identitysim.server import GRAPH, InvalidToken
+from tests.simserver import QuietHandler, ServedOverHttp
 
 READ_ROLES = {"Calendars.Read", "Calendars.ReadWrite"}
 WRITE_ROLE = "Calendars.ReadWrite"
@@ -46,7 +47,7 @@ def parse_instant(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-class GraphSimulator:
+class GraphSimulator(ServedOverHttp):
     """A local Microsoft Graph (calendar endpoints) over real HTTP; see README.md.
 
     :param source: an EWS simulator whose mailboxes this one serves (the same content through
@@ -143,12 +144,7 @@ class GraphSimulator:
     def start(self, port: int = 0, host: str = "127.0.0.1") -> GraphSimulator:
         simulator = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):  # quiet
-                pass
-
+        class Handler(QuietHandler):
             def _serve(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
@@ -212,22 +208,8 @@ class GraphSimulator:
             def do_DELETE(self):  # noqa: N802
                 self._serve("DELETE")
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.serve(Handler, host, port)
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> GraphSimulator:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # --- answers ------------------------------------------------------------------------------
 

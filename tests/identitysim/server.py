@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.ewssim.tls import self_signed_certificate
+from tests.simserver import QuietHandler, ServedOverHttp
 
 # Resource principals Entra knows in every tenant: their identifier URI -> the application
 # permissions (app roles) they define. Tests add others (add_resource) for simulators on loopback.
@@ -83,7 +84,7 @@ def _error_body(error: str, code: int, description: str) -> dict:
     }
 
 
-class IdentitySimulator:
+class IdentitySimulator(ServedOverHttp):
     """A local Entra ID: tenants, app registrations, a token endpoint, signed access tokens.
 
     :param tls: serve HTTPS with a throwaway self-signed certificate (``self.certificate``);
@@ -406,12 +407,7 @@ class IdentitySimulator:
     def start(self, port: int = 0, host: str = "127.0.0.1") -> IdentitySimulator:
         simulator = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):  # quiet
-                pass
-
+        class Handler(QuietHandler):
             def _send(self, status: int, document: dict) -> None:
                 payload = json.dumps(document).encode()
                 self.send_response(status)
@@ -454,27 +450,8 @@ class IdentitySimulator:
                 status, document = simulator.token(segments[0], form)
                 self._send(status, document)
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        if self.tls:
-            from tests.ewssim.tls import self_signed_context
-
-            context, self.certificate = self_signed_context(host)
-            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.certificate = self.serve(Handler, host, port, tls=self.tls)
         return self
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> IdentitySimulator:
-        return self.start() if self._server is None else self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def _unverified_claims(assertion: str) -> dict:
