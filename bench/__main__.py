@@ -72,6 +72,20 @@ def ratio(ours: float, baseline: float) -> str:
     return f"{baseline / ours:.1f}x"
 
 
+def machine_and_load(
+    started: float, load_at_start: tuple[float, ...], load_at_end: tuple[float, ...]
+) -> tuple[str, str]:
+    """This machine (host, cores, Python) and its load average at a bench's start and end, as a
+    report names them; prints both with the total time since ``started`` (perf_counter)."""
+    machine = f"{platform.node()} ({os.cpu_count()} cores, {platform.python_version()})"
+    load = (
+        f"load average (1/5/15 min) {'/'.join(f'{v:.1f}' for v in load_at_start)} at the start, "
+        f"{'/'.join(f'{v:.1f}' for v in load_at_end)} at the end"
+    )
+    print(f"\n{machine}; total {time.perf_counter() - started:.0f} s; {load}")
+    return machine, load
+
+
 class Table:
     def __init__(self) -> None:
         self.rows: list[tuple[str, str, str, str, str]] = []
@@ -428,12 +442,7 @@ def main() -> None:
     figures["loadavg"] = {"start": load_at_start, "end": load_at_end}
     rendered = table.render()
     print(rendered)
-    machine = f"{platform.node()} ({os.cpu_count()} cores, {platform.python_version()})"
-    load = (
-        f"load average (1/5/15 min) {'/'.join(f'{v:.1f}' for v in load_at_start)} at the start, "
-        f"{'/'.join(f'{v:.1f}' for v in load_at_end)} at the end"
-    )
-    print(f"\n{machine}; total {time.perf_counter() - started:.0f} s; {load}")
+    machine, load = machine_and_load(started, load_at_start, load_at_end)
     print(f"targets (issue #14): {targets(figures)}")
     if out != "-":
         command = " ".join(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import platform
 import resource
 import tempfile
 import time
@@ -25,10 +24,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg2
-
 from bench import sync as sync_bench
-from bench.__main__ import Table, _add_user, _count, env_int, fresh_database, ratio
+from bench.__main__ import (
+    Table,
+    _add_user,
+    _count,
+    env_int,
+    fresh_database,
+    machine_and_load,
+    ratio,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 MAILBOX = sync_bench.MAILBOX
@@ -214,29 +219,17 @@ def naive_sync(sim: GraphProcess, spec: dict, now: datetime, sample: int) -> dic
 
 
 def bench_push(sim: GraphProcess, table: Table, new: int, latency: float, sample: int) -> dict:
-    from bench.push import _run
+    from bench.push import _run, add_pusher, insert_new_appointments
 
     dsn = fresh_database("ewssync_bench_graph_push")
     settings = _settings(connection(sim, "graph_push_bench", PUSH_MAILBOX, "pusher",
                                     weeks_back=1, weeks_ahead=8))  # fmt: skip
     now = datetime.now(UTC)
     base = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO calendar.users (login, email) VALUES ('pusher', %s) RETURNING id",
-            (PUSH_MAILBOX,),
-        )
-        user_id = cur.fetchone()[0]
+    user_id = add_pusher(dsn, PUSH_MAILBOX)
     sim.call("latency", 0.0)
     _run(settings, dsn, now, "push-empty")
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO calendar.appointments (owner_user_id, title, location, notes, "
-            "starts_at, ends_at) VALUES (%s, %s, %s, %s, %s, %s)",
-            [(user_id, f"Job {n}", f"Site {n % 37}", "Bring the ladder",
-              base + timedelta(hours=n % 500, minutes=15 * (n % 4)),
-              base + timedelta(hours=n % 500, minutes=15 * (n % 4) + 45)) for n in range(new)],
-        )  # fmt: skip
+    insert_new_appointments(dsn, user_id, base, new)
     sim.call("latency", latency)
     sim.reset_counters()
     started = time.perf_counter()
@@ -320,12 +313,7 @@ def main() -> None:
     load_at_end = os.getloadavg()
     rendered = table.render()
     print(rendered)
-    machine = f"{platform.node()} ({os.cpu_count()} cores, {platform.python_version()})"
-    load = (
-        f"load average (1/5/15 min) {'/'.join(f'{v:.1f}' for v in load_at_start)} at the start, "
-        f"{'/'.join(f'{v:.1f}' for v in load_at_end)} at the end"
-    )
-    print(f"\n{machine}; total {time.perf_counter() - started:.0f} s; {load}")
+    machine, load = machine_and_load(started, load_at_start, load_at_end)
     if out == "-":
         return
     section = (

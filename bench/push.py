@@ -44,6 +44,51 @@ def _run(settings, dsn: str, now: datetime, run_key: str) -> dict[str, Any]:
     return {"counts": counts, "push_seconds": push_seconds}
 
 
+def _measured_run(sim, settings, dsn: str, now: datetime, run_key: str) -> dict[str, Any]:
+    """One whole run with the simulator's request counters reset before it: wall and push
+    seconds, requests by operation, push counts."""
+    sim.reset_counters()
+    started = time.perf_counter()
+    result = _run(settings, dsn, now, run_key)
+    return {
+        "wall_seconds": time.perf_counter() - started,
+        "push_seconds": result["push_seconds"],
+        "requests": dict(sim.request_counts),
+        "counts": result["counts"],
+    }
+
+
+def add_pusher(dsn: str, email: str) -> int:
+    """The app user 'pusher' (the push scenarios' owner); returns its id."""
+    import psycopg2
+
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO calendar.users (login, email) VALUES ('pusher', %s) RETURNING id",
+            (email,),
+        )
+        return cur.fetchone()[0]
+
+
+def insert_new_appointments(dsn: str, user_id: int, base: datetime, count: int) -> None:
+    """``count`` new app appointments of ``user_id`` (45 minutes each, spread over 500 hours from
+    ``base``): what a push scenario creates in Exchange."""
+    import psycopg2
+
+    rows = [
+        (user_id, f"Job {n}", f"Site {n % 37}", "Bring the ladder",
+         base + timedelta(hours=n % 500, minutes=15 * (n % 4)),
+         base + timedelta(hours=n % 500, minutes=15 * (n % 4) + 45))
+        for n in range(count)
+    ]  # fmt: skip
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO calendar.appointments (owner_user_id, title, location, notes, "
+            "starts_at, ends_at) VALUES (%s, %s, %s, %s, %s, %s)",
+            rows,
+        )
+
+
 def measure(dsn: str, new: int, changed: int, deleted: int, latency: float, sample: int) -> dict:
     """Figures for the push scenarios and the naive baseline (measured on ``sample`` items)."""
     import psycopg2
@@ -59,36 +104,13 @@ def measure(dsn: str, new: int, changed: int, deleted: int, latency: float, samp
     figures: dict[str, Any] = {"new": new, "changed": changed, "deleted": deleted,
                                "latency": latency}  # fmt: skip
     try:
-        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-            cur.execute(
-                "INSERT INTO calendar.users (login, email) VALUES ('pusher', %s) RETURNING id",
-                (MAILBOX,),
-            )
-            user_id = cur.fetchone()[0]
+        user_id = add_pusher(dsn, MAILBOX)
         _run(settings, dsn, now, "push-empty")  # the first run: an empty mailbox
-        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-            rows = [
-                (user_id, f"Job {n}", f"Site {n % 37}", "Bring the ladder",
-                 base + timedelta(hours=n % 500, minutes=15 * (n % 4)),
-                 base + timedelta(hours=n % 500, minutes=15 * (n % 4) + 45))
-                for n in range(new)
-            ]  # fmt: skip
-            cur.executemany(
-                "INSERT INTO calendar.appointments (owner_user_id, title, location, notes, "
-                "starts_at, ends_at) VALUES (%s, %s, %s, %s, %s, %s)",
-                rows,
-            )
+        insert_new_appointments(dsn, user_id, base, new)
         sim.latency = latency
-        sim.reset_counters()
-        started = time.perf_counter()
-        created = _run(settings, dsn, now + timedelta(minutes=30), "push-new")
-        figures["create"] = {
-            "wall_seconds": time.perf_counter() - started,
-            "push_seconds": created["push_seconds"],
-            "requests": dict(sim.request_counts),
-            "counts": created["counts"],
-            "in_exchange": len(sim.mailbox(MAILBOX).items()),
-        }
+        figures["create"] = _measured_run(sim, settings, dsn, now + timedelta(minutes=30),
+                                          "push-new")  # fmt: skip
+        figures["create"]["in_exchange"] = len(sim.mailbox(MAILBOX).items())
         with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
             cur.execute(
                 "UPDATE calendar.appointments SET title = title || ' (moved)', "
@@ -101,22 +123,10 @@ def measure(dsn: str, new: int, changed: int, deleted: int, latency: float, samp
                 "(SELECT id FROM calendar.appointments ORDER BY id DESC LIMIT %s)",
                 (deleted,),
             )
-        sim.reset_counters()
-        started = time.perf_counter()
-        edited = _run(settings, dsn, now + timedelta(minutes=60), "push-edits")
-        figures["edit"] = {
-            "wall_seconds": time.perf_counter() - started,
-            "push_seconds": edited["push_seconds"],
-            "requests": dict(sim.request_counts),
-            "counts": edited["counts"],
-        }
-        sim.reset_counters()
-        started = time.perf_counter()
-        _run(settings, dsn, now + timedelta(minutes=90), "push-quiet")
-        figures["after"] = {
-            "wall_seconds": time.perf_counter() - started,
-            "requests": dict(sim.request_counts),
-        }
+        figures["edit"] = _measured_run(sim, settings, dsn, now + timedelta(minutes=60),
+                                        "push-edits")  # fmt: skip
+        quiet = _measured_run(sim, settings, dsn, now + timedelta(minutes=90), "push-quiet")
+        figures["after"] = {"wall_seconds": quiet["wall_seconds"], "requests": quiet["requests"]}
         figures["naive"] = naive_baseline(sim, base, sample)
     finally:
         sim.stop()
