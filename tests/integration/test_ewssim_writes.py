@@ -64,6 +64,17 @@ def local(y: int, m: int, d: int, h: int = 9) -> EWSDateTime:
     return EWSDateTime(y, m, d, h, tzinfo=BERLIN)
 
 
+def save_standup(account) -> CalendarItem:
+    """A daily series of three, 23-25 Nov 2026 09:00-10:00 Berlin, created through exchangelib."""
+    series = CalendarItem(
+        account=account, folder=account.calendar, subject="Standup",
+        start=local(2026, 11, 23), end=local(2026, 11, 23, 10),
+        recurrence=Recurrence(pattern=DailyPattern(interval=1), start=date(2026, 11, 23), number=3),
+    )  # fmt: skip
+    series.save(send_meeting_invitations="SendToNone")
+    return series
+
+
 def view_days(account, start: EWSDateTime, end: EWSDateTime) -> list[date]:
     items = account.calendar.view(start=start, end=end, max_items=1000).only("start")
     return [item.start.astimezone(BERLIN).date() for item in items]
@@ -146,12 +157,7 @@ def test_update_item_sets_and_deletes_fields_and_refuses_a_stale_change_key(acco
 
 def test_editing_one_occurrence_makes_it_an_exception(account):
     account, sim = account
-    series = CalendarItem(
-        account=account, folder=account.calendar, subject="Standup",
-        start=local(2026, 11, 23), end=local(2026, 11, 23, 10),
-        recurrence=Recurrence(pattern=DailyPattern(interval=1), start=date(2026, 11, 23), number=3),
-    )  # fmt: skip
-    series.save(send_meeting_invitations="SendToNone")
+    save_standup(account)
     occurrences = list(
         account.calendar.view(start=local(2026, 11, 23, 0), end=local(2026, 11, 26, 0))
     )
@@ -215,12 +221,7 @@ def test_a_malformed_answer_is_an_error_not_a_hang(account):
 
 def test_deleting_one_occurrence_through_ews_leaves_the_rest_of_the_series(account):
     account, sim = account
-    series = CalendarItem(
-        account=account, folder=account.calendar, subject="Standup",
-        start=local(2026, 11, 23), end=local(2026, 11, 23, 10),
-        recurrence=Recurrence(pattern=DailyPattern(interval=1), start=date(2026, 11, 23), number=3),
-    )  # fmt: skip
-    series.save(send_meeting_invitations="SendToNone")
+    series = save_standup(account)
     middle = list(account.calendar.view(start=local(2026, 11, 23, 0), end=local(2026, 11, 26, 0)))[
         1
     ]
