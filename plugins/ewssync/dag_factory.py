@@ -82,6 +82,32 @@ def fail_fast(step):
     return run
 
 
+class _TaskRun:
+    """What a sync task reads when it runs: the connection's settings, read again (the
+    connection may have been edited since the DAG was parsed), and the run's context. The
+    calendar database and the Exchange client are asked for only when a step needs them."""
+
+    def __init__(self, conn_id: str) -> None:
+        self.settings = pipeline.load_settings(conn_id)
+        self.context = get_current_context()
+
+    @property
+    def run_id(self) -> str:
+        return self.context["run_id"]
+
+    def param(self, name: str) -> bool:
+        return bool(self.context["params"].get(name))
+
+    def dsn(self) -> str:
+        return pipeline.calendar_dsn()
+
+    def calendar(self):
+        return pipeline.open_calendar(self.settings)
+
+    def anchor(self) -> datetime:
+        return pipeline.window_anchor(self.context)
+
+
 def _doc_md(settings: SyncSettings) -> str:
     rows = "\n".join(f"| {key} | `{value}` |" for key, value in settings.public_dict().items())
     return (
@@ -128,72 +154,53 @@ def build_dag(conn_id: str, settings: SyncSettings) -> DAG:
         @task(task_id="check", retries=0)
         @fail_fast
         def check() -> dict:
-            current = pipeline.load_settings(conn_id)
-            if not current.activated:
+            run = _TaskRun(conn_id)
+            if not run.settings.activated:
                 raise AirflowSkipException(f"connection {conn_id!r} is not activated")
-            context = get_current_context()
             result = pipeline.check(
-                current,
-                pipeline.calendar_dsn(),
-                pipeline.open_calendar(current),
-                move_app_user=bool(context["params"].get("move_app_user")),
+                run.settings, run.dsn(), run.calendar(), move_app_user=run.param("move_app_user")
             )
             return {"user_id": result["user_id"], "report": result["report"]}
 
         @task(task_id="extract")
         @fail_fast
         def extract() -> dict:
-            context = get_current_context()
-            current = pipeline.load_settings(conn_id)
+            run = _TaskRun(conn_id)
             return pipeline.extract(
-                current,
-                pipeline.calendar_dsn(),
-                pipeline.open_calendar(current),
-                context["run_id"],
-                pipeline.window_anchor(context),
-                full_resync=bool(context["params"].get("full_resync")),
-            )
+                run.settings, run.dsn(), run.calendar(), run.run_id, run.anchor(),
+                full_resync=run.param("full_resync"),
+            )  # fmt: skip
 
         @task(task_id="transform")
         @fail_fast
         def transform() -> dict:
-            context = get_current_context()
-            current = pipeline.load_settings(conn_id)
-            return pipeline.transform_staged(current, pipeline.calendar_dsn(), context["run_id"])
+            run = _TaskRun(conn_id)
+            return pipeline.transform_staged(run.settings, run.dsn(), run.run_id)
 
         @task(task_id="load")
         @fail_fast
         def load() -> dict:
-            context = get_current_context()
-            current = pipeline.load_settings(conn_id)
+            run = _TaskRun(conn_id)
             return pipeline.load(
-                current,
-                pipeline.calendar_dsn(),
-                context["run_id"],
-                allow_mass_delete=bool(context["params"].get("allow_mass_delete")),
-                move_app_user=bool(context["params"].get("move_app_user")),
-            )
+                run.settings, run.dsn(), run.run_id,
+                allow_mass_delete=run.param("allow_mass_delete"),
+                move_app_user=run.param("move_app_user"),
+            )  # fmt: skip
 
         @task(task_id="push")
         @fail_fast
         def push() -> dict:
-            context = get_current_context()
-            current = pipeline.load_settings(conn_id)
+            run = _TaskRun(conn_id)
             return pipeline.push(
-                current,
-                pipeline.calendar_dsn(),
-                pipeline.open_calendar(current),
-                context["run_id"],
-                pipeline.window_anchor(context),
-                allow_mass_delete=bool(context["params"].get("allow_mass_delete")),
-            )
+                run.settings, run.dsn(), run.calendar(), run.run_id, run.anchor(),
+                allow_mass_delete=run.param("allow_mass_delete"),
+            )  # fmt: skip
 
         @task(task_id="report")
         @fail_fast
         def report() -> dict:
-            context = get_current_context()
-            current = pipeline.load_settings(conn_id)
-            return pipeline.report(current, pipeline.calendar_dsn(), context["run_id"])
+            run = _TaskRun(conn_id)
+            return pipeline.report(run.settings, run.dsn(), run.run_id)
 
         check() >> extract() >> transform() >> load() >> push() >> report()
     return dag
