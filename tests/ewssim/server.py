@@ -606,11 +606,14 @@ class EwsSimulator(ServedOverHttp):
                                      "The view exceeded the find count limit.")  # fmt: skip
             limit = min(int(maximum or self.max_view_items), self.max_view_items)
             last = len(items) <= limit
+            # TotalItemsInView counts the whole view, also when MaxEntriesReturned cuts the
+            # answer short (Microsoft's documented answer: 5 items of TotalItemsInView="33")
+            total = len(items)
             items = items[:limit]
         body = "".join(self.item_xml(i, fields) for i in items)
         return (
             '<m:FindItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError'
-            f'</m:ResponseCode><m:RootFolder TotalItemsInView="{len(items)}" '
+            f'</m:ResponseCode><m:RootFolder TotalItemsInView="{total}" '
             f'IncludesLastItemInRange="{str(last).lower()}"><t:Items>{body}</t:Items>'
             "</m:RootFolder></m:FindItemResponseMessage>"
         )

@@ -457,8 +457,8 @@ class EwsCalendar(EwsWriter):
         holds; also whether the server cut the view short (IncludesLastItemInRange false) and
         how many items the server says the view holds (TotalItemsInView).
 
-        :raises TransportError: the answer holds fewer items than TotalItemsInView (cut
-            short: read again, never taken as complete).
+        :raises TransportError: an answer that reaches the end of the range holds fewer items
+            than TotalItemsInView (cut short: read again, never taken as complete).
         """
         reset_view_pages()
         with self._reading():
@@ -471,7 +471,11 @@ class EwsCalendar(EwsWriter):
             )
         pages = view_pages()
         for noted in pages:
-            if noted.items < min(noted.total_items, self.view_page_size):
+            # TotalItemsInView counts the whole view. A page that reaches the end of the range
+            # must hold all of it; a cut page (IncludesLastItemInRange false) may hold fewer
+            # than asked (the server's own cap) and is continued from its last start, so what
+            # it lacks is read next.
+            if noted.includes_last and noted.items < noted.total_items:
                 raise ews_errors.TransportError(
                     f"Connection broken: a calendar view answer holds {noted.items} of the "
                     f"{noted.total_items} items it announces"
