@@ -19,6 +19,7 @@ Tests use ``Stack.start(folder)`` / ``stack.stop()`` the same way.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import ctypes
 import hashlib
@@ -72,6 +73,66 @@ def _die_with_parent() -> None:
     # Test stacks: the components die with the test process, even when it is killed.
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def session_members(sessions: set[int], marker: bytes) -> list[int]:
+    """The live processes of these sessions whose environment holds ``marker`` (``NAME=value``).
+
+    Each stack process leads a session of its own (start_new_session), and whatever it starts
+    stays in that session even when it takes a process group of its own, as Airflow's task
+    supervisor does for each task; so a session holds all a component ever started. The marker
+    (the stack's AIRFLOW_HOME) keeps a reused pid's session, after a reboot, out of reach."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            # after "(comm)": state, ppid, process group, session, ...
+            state, _ppid, _group, session = stat[stat.rindex(")") + 2 :].split()[:4]
+            if int(session) not in sessions or state in ("Z", "X"):
+                continue
+            if b"\0" + marker + b"\0" not in b"\0" + Path(entry.path, "environ").read_bytes():
+                continue
+        except (OSError, ValueError):  # gone meanwhile, or not ours to read
+            continue
+        found.append(int(entry.name))
+    return found
+
+
+def signal_sessions(sessions: set[int], marker: bytes, signum: int) -> list[int]:
+    """Send ``signum`` to every member of the sessions: each component's process group and the
+    groups its children made (not killpg on the leader's pid: after a reboot that pid may lead
+    someone else's group); return the members signalled."""
+    members = session_members(sessions, marker)
+    for pid in members:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
+    return members
+
+
+# Stacks this process stops when it exits or is told to (SIGTERM, SIGINT): test and bench
+# stacks for their whole life, `make up`'s while it starts.
+_GUARDED: dict[int, Stack] = {}
+_PREVIOUS_HANDLERS: dict[int, object] = {}
+_GUARD_INSTALLED = False
+
+
+def _stop_guarded() -> None:
+    for stack in list(_GUARDED.values()):
+        with contextlib.suppress(Exception):
+            stack.stop()
+
+
+def _on_signal(signum: int, frame) -> None:
+    _stop_guarded()
+    previous = _PREVIOUS_HANDLERS.get(signum, signal.SIG_DFL)
+    if callable(previous):
+        previous(signum, frame)  # SIGINT: Python's, which raises KeyboardInterrupt
+    elif previous != signal.SIG_IGN:
+        # what the signal would have done: end this process, by that signal
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
 
 @dataclass
@@ -196,7 +257,7 @@ class Stack:
             for key, value in os.environ.items()
             if not key.startswith(("AIRFLOW", "EWSSYNC_", "_AIRFLOW"))
         }
-        env.update(self.airflow_settings())
+        env.update(self.airflow_settings())  # AIRFLOW_HOME marks the stack's processes: stop()
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env["PYTHONPATH"] = str(REPO)
         return env
@@ -272,8 +333,15 @@ class Stack:
 
     def start(self, *, die_with_parent: bool = False, timeout: float = 300) -> Stack:
         """Create the databases, migrate, start every process; return when the API answers and
-        the scheduler and DAG processor are healthy. Stops what it started if anything fails."""
+        the scheduler and DAG processor are healthy. Stops what it started if anything fails, or
+        when this process exits or gets SIGTERM or SIGINT before it is up.
+
+        :param die_with_parent: a stack for this process alone (tests, benches): also stopped
+            when this process exits, gets SIGTERM or SIGINT (or dies: each component gets
+            SIGTERM) after it is up. Without it (`make up`) the stack outlives this process.
+        """
         started = time.monotonic()
+        self.stop_with_this_process()
         try:
             self.home.mkdir(parents=True, exist_ok=True)
             (self.home / "logs").mkdir(exist_ok=True)
@@ -291,6 +359,8 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+        if not die_with_parent:
+            _GUARDED.pop(id(self), None)
         say(f"stack {self.name} up in {time.monotonic() - started:.0f} s: {self.api_url}")
         return self
 
@@ -347,9 +417,12 @@ class Stack:
                 ("demo", SIM_MAILBOX, "Demo Technician"),
             )
 
-    def _spawn(
-        self, key: str, argv: list[str], die_with_parent: bool, **kwargs
+    def spawn(
+        self, key: str, argv: list[str], die_with_parent: bool = False, **kwargs
     ) -> subprocess.Popen:
+        """Start one process of the stack, leading a session (and process group) of its own
+        that stop() ends with all in it; its output goes to <home>/logs/<key>.log. Recorded in
+        state.json at once: `make down` finds it even if `make up` is killed while it starts."""
         log = open(self.home / "logs" / f"{key}.log", "ab")  # noqa: SIM115 (the child keeps it)
         process = subprocess.Popen(
             argv,
@@ -363,10 +436,11 @@ class Stack:
         )
         log.close()
         self.pids[key] = process.pid
+        self.save()
         return process
 
     def _start_simulator(self, die_with_parent: bool) -> None:
-        process = self._spawn(
+        process = self.spawn(
             "ewssim",
             [sys.executable, "-m", "tests.ewssim", "--port", str(self.ports["sim"]),
              "--seed", str(FIXTURE), "--user", SIM_MAILBOX, "--password", self.sim_password,
@@ -393,7 +467,7 @@ class Stack:
                               "--concurrency", str(self.worker_concurrency),
                               "--celery-hostname", f"{self.name}@%h"],
         }[component]  # fmt: skip
-        self._spawn(component, argv, die_with_parent)
+        self.spawn(component, argv, die_with_parent)
         say(f"{component} started (pid {self.pids[component]})")
 
     def alive(self) -> dict[str, bool]:
@@ -435,17 +509,47 @@ class Stack:
             time.sleep(2)
         raise TimeoutError(f"stack {self.name} not healthy after {timeout:.0f} s: {last}")
 
-    def stop(self, *, drop: bool = True) -> None:
-        """Stop every process (TERM, then KILL), then drop the databases and the Redis keys."""
-        for _key, pid in reversed(list(self.pids.items())):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and any(self.alive().values()):
-            time.sleep(0.5)
-        for pid in self.pids.values():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
+    def stop_with_this_process(self) -> Stack:
+        """Stop this stack when this process exits, or gets SIGTERM or SIGINT (then the signal
+        does what it did before: SIGINT raises KeyboardInterrupt, SIGTERM ends the process)."""
+        global _GUARD_INSTALLED
+        if not _GUARD_INSTALLED:
+            _GUARD_INSTALLED = True
+            atexit.register(_stop_guarded)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(ValueError):  # not the main thread: atexit only
+                    _PREVIOUS_HANDLERS[signum] = signal.signal(signum, _on_signal)
+        _GUARDED[id(self)] = self
+        return self
+
+    @property
+    def marker(self) -> bytes:
+        """What every process of the stack has in its environment."""
+        return f"AIRFLOW_HOME={self.home}".encode()
+
+    def processes(self) -> list[int]:
+        """Every live process of the stack: the components and all they started."""
+        self.alive()  # reap the components that exited (children of this process)
+        return session_members(set(self.pids.values()), self.marker)
+
+    def stop(self, *, drop: bool = True, grace: float = 20) -> None:
+        """Stop every process and all it started (TERM to their sessions; KILL to what is left
+        after ``grace`` seconds), then drop the databases and the Redis keys."""
+        _GUARDED.pop(id(self), None)
+        sessions = set(self.pids.values())
+        if sessions:
+            signal_sessions(sessions, self.marker, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and self.processes():
+                time.sleep(0.2)
+            # a process may start another while it is killed: until none is left
+            deadline = time.monotonic() + 10
+            while signal_sessions(sessions, self.marker, signal.SIGKILL):
+                if time.monotonic() > deadline:
+                    say(f"stack {self.name}: processes {self.processes()} outlive SIGKILL")
+                    break
+                time.sleep(0.1)
+                self.alive()
         for pid in self.pids.values():
             with contextlib.suppress(ChildProcessError, OSError):
                 os.waitpid(pid, os.WNOHANG)
