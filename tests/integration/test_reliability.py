@@ -175,12 +175,16 @@ def test_items_sharing_a_uid_or_without_one_each_land(sim, pg_dsn, users):
 # --- incomplete answers ------------------------------------------------------------------------
 
 
-def test_a_calendar_view_answer_cut_short_is_read_again_not_taken_as_complete(sim, pg_dsn, users):
-    settings = settings_for(sim)
-    mb = sim.mailbox("alice@example.com")
+def add_twenty_jobs(mb) -> None:
+    """Twenty 20-minute appointments, one every half hour from 26 Nov 06:00 UTC."""
     for n in range(20):
         mb.create(subject=f"Job {n:02}", start=at(26, 6) + timedelta(minutes=30 * n),
                   end=at(26, 6) + timedelta(minutes=30 * n + 20))  # fmt: skip
+
+
+def test_a_calendar_view_answer_cut_short_is_read_again_not_taken_as_complete(sim, pg_dsn, users):
+    settings = settings_for(sim)
+    add_twenty_jobs(sim.mailbox("alice@example.com"))
     sim.inject_fault("truncated", operation="FindItem", count=1)
     sync(settings, pg_dsn, "r1")
     assert len(live(pg_dsn)) == 20
@@ -188,10 +192,7 @@ def test_a_calendar_view_answer_cut_short_is_read_again_not_taken_as_complete(si
 
 def test_a_view_that_stays_cut_short_fails_and_saves_no_sync_state(sim, pg_dsn, users):
     settings = settings_for(sim)
-    mb = sim.mailbox("alice@example.com")
-    for n in range(20):
-        mb.create(subject=f"Job {n:02}", start=at(26, 6) + timedelta(minutes=30 * n),
-                  end=at(26, 6) + timedelta(minutes=30 * n + 20))  # fmt: skip
+    add_twenty_jobs(sim.mailbox("alice@example.com"))
     sim.inject_fault("truncated", operation="FindItem", count=100)
     with pytest.raises(ExchangeError, match="cut short|envelope|items it announces"):
         sync(settings, pg_dsn, "r1")
