@@ -119,6 +119,8 @@ _READS = {
     f"{_T}ExtendedProperty": ("extended", None),
 }
 _SKIP = (None, None)
+# a zone definition's Period biases, compiled once (plain strings: no reference to the tree)
+_PERIOD_BIASES = etree.XPath("t:Periods/t:Period/@Bias", namespaces={"t": TNS}, smart_strings=False)
 _STRING, _MAILBOX, _EMAIL_ADDRESS = f"{_T}String", f"{_T}Mailbox", f"{_T}EmailAddress"
 _STAMP_NAME = AppointmentStamp.property_name
 _STAMP_SET = AppointmentStamp.distinguished_property_set_id
@@ -135,9 +137,8 @@ class ZoneCache:
 
     def zone(self, elem, fallback: str):
         raw = elem.get("Id") or elem.get("TimeZoneName") or elem.get("Name")
-        periods = tuple(
-            period.get("Bias") for period in elem.iterfind(f"{_T}Periods/{_T}Period")
-        )  # the raw Bias texts: server_zone's reading of them is part of what is cached
+        # the raw Bias texts: server_zone's reading of them is part of what is cached
+        periods = tuple(_PERIOD_BIASES(elem))
         key = (raw, elem.get("Name"), periods, fallback)
         zone = self._zones.get(key)
         if zone is None and key not in self._zones:
