@@ -147,16 +147,16 @@ def test_documented_calendar_items_as_changes_read_the_same_both_ways(calendar, 
 # --- the documented SyncFolderItems answers, served over HTTP -----------------------------------
 
 
-def served_changes(dialect: str, path: Path, lean: bool):
-    """sync_changes(None) of a calendar whose SyncFolderItems the simulator answers with the
-    documented answer (the rest as usual); the outcome, and the requests answered so."""
+def served(dialect: str, path: Path, lean: bool, operation: str, read):
+    """``read(calendar)`` of a calendar whose ``operation`` requests the simulator answers with
+    the documented answer (the rest as usual); the outcome, and the requests answered so."""
     sim = EwsSimulator(dialect=dialect)
     sim.add_mailbox("alice@example.com", password="secret")
     served = []
     serve = sim.handle
 
     def documented(auth, body):
-        if b"SyncFolderItems>" in body or b"SyncFolderItems " in body:
+        if f"{operation}>".encode() in body or f"{operation} ".encode() in body:
             served.append(body)
             return 200, answer(path)
         return serve(auth, body)
@@ -168,9 +168,14 @@ def served_changes(dialect: str, path: Path, lean: bool):
             sim, use_2007_protocol=dialect == "Exchange2007_SP1",
             exchange_timezone="Europe/Berlin", lean_parser=lean,
         )  # fmt: skip
-        return outcome(lambda: open_calendar(settings).sync_changes(None)), len(served)
+        return outcome(lambda: read(open_calendar(settings))), len(served)
     finally:
         sim.stop()
+
+
+def served_changes(dialect: str, path: Path, lean: bool):
+    """sync_changes(None) with the documented SyncFolderItems answer."""
+    return served(dialect, path, lean, "SyncFolderItems", lambda c: c.sync_changes(None))
 
 
 def change_id(change):
@@ -207,30 +212,9 @@ GET_ITEM = [path for path in WITH_ITEMS if xpath(path, "s:Body/m:GetItemResponse
 
 
 def served_records(dialect: str, path: Path, lean: bool):
-    """fetch() of the documented items' ids from a calendar whose GetItem the simulator answers
-    with the documented answer; the outcome, and the GetItem requests answered so."""
-    sim = EwsSimulator(dialect=dialect)
-    sim.add_mailbox("alice@example.com", password="secret")
-    served = []
-    serve = sim.handle
-
-    def documented(auth, body):
-        if b"GetItem>" in body or b"GetItem " in body:
-            served.append(body)
-            return 200, answer(path)
-        return serve(auth, body)
-
-    sim.handle = documented
-    sim.start()
-    try:
-        settings = settings_for(
-            sim, use_2007_protocol=dialect == "Exchange2007_SP1",
-            exchange_timezone="Europe/Berlin", lean_parser=lean,
-        )  # fmt: skip
-        ids = [elem.find("t:ItemId", NS).get("Id") for elem in xpath(path, ITEMS)]
-        return outcome(lambda: open_calendar(settings).fetch(ids)), len(served)
-    finally:
-        sim.stop()
+    """fetch() of the documented items' ids with the documented GetItem answer."""
+    ids = [elem.find("t:ItemId", NS).get("Id") for elem in xpath(path, ITEMS)]
+    return served(dialect, path, lean, "GetItem", lambda c: c.fetch(ids))
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
