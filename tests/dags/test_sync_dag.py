@@ -325,3 +325,17 @@ def test_an_expired_sync_state_falls_back_to_reading_the_whole_window(alice):
         "status": "success", "mode": "full", "counts": None,
     }  # fmt: skip
     assert rows(alice["dsn"]) == before  # same content: nothing rewritten, duplicated or lost
+
+
+def test_a_run_triggered_with_full_resync_rereads_the_whole_window(alice):
+    """The DAG's run parameter (as the UI's Trigger with config sends it) reaches extract."""
+    run_dag(DAG_ID, NOW)
+    before = rows(alice["dsn"])
+    run_dag(DAG_ID, NOW + timedelta(minutes=30))
+    assert last_run(alice["dsn"])["mode"] == "no_change"
+    dag_run = run_dag(DAG_ID, NOW + timedelta(minutes=60), conf={"full_resync": True})
+    assert task_states(dag_run)["report"] == "success"
+    assert last_run(alice["dsn"]) | {"counts": None} == {
+        "status": "success", "mode": "full", "counts": None,
+    }  # fmt: skip
+    assert rows(alice["dsn"]) == before  # re-read, nothing rewritten, duplicated or lost
