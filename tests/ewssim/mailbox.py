@@ -334,7 +334,9 @@ class Mailbox:
         return replace(
             master,
             item_id=occurrence_id(master.item_id, original),
-            change_key=master.change_key + ("x" if overrides else "o"),
+            # "The ChangeKey is the same for the recurring master and all occurrences"
+            # (OccurrenceItemIdType.ChangeKey, EWS reference)
+            change_key=master.change_key,
             start=overrides.get("start", original),
             end=overrides.get("end", original + duration),
             recurrence=None,

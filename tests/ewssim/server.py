@@ -292,6 +292,7 @@ class EwsSimulator(ServedOverHttp):
         self._server: ThreadingHTTPServer | None = None
         self._lock = threading.Lock()
         self._faults: list[dict] = []
+        self._hooks: list[dict] = []  # on(): actions run around chosen requests
         self.sign_in = SignIn(self)  # Basic unless told otherwise (signin.py)
 
     # --- control API ----------------------------------------------------------------------
@@ -384,6 +385,26 @@ class EwsSimulator(ServedOverHttp):
         with self._lock:
             self._faults.clear()
 
+    def on(self, operation: str, action, *, when: str = "before", count: int = 1) -> None:
+        """Call ``action()`` in the handler's thread before (or after) the next ``count``
+        requests of ``operation`` are answered: a test's way to change the mailbox at a chosen
+        moment of a client's run, as a user would."""
+        if when not in ("before", "after"):
+            raise ValueError(f"when is 'before' or 'after', not {when!r}")
+        with self._lock:
+            self._hooks.append({"operation": operation, "when": when, "left": count,
+                                "action": action})  # fmt: skip
+
+    def _run_hooks(self, operation: str, when: str) -> None:
+        with self._lock:
+            due = []
+            for hook in self._hooks:
+                if hook["left"] > 0 and hook["operation"] == operation and hook["when"] == when:
+                    hook["left"] -= 1
+                    due.append(hook["action"])
+        for action in due:  # outside the lock: an action may wait for another request
+            action()
+
     def _count(self, operation: str, throttled: bool = False) -> None:
         with self._lock:
             self.request_counts[operation] += 1
@@ -429,7 +450,10 @@ class EwsSimulator(ServedOverHttp):
                 if fault and fault["kind"] in THROTTLING_KINDS:
                     self._throttle(fault, body)
                     return
+                operation = _operation_of(body)
+                simulator._run_hooks(operation, "before")
                 status, payload = simulator.handle(principal, body)
+                simulator._run_hooks(operation, "after")
                 if fault:
                     status, payload = _faulty(fault, payload)
                     if fault["kind"] == "drop_connection":
