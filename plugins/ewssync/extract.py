@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from ewssync import store
@@ -15,6 +16,11 @@ log = logging.getLogger(__name__)
 
 # A connection's folder can hold many changes; SyncFolderItems hands out 512 at most per call.
 MAX_SYNC_PAGES = 1000
+# read_whole_window: how far Exchange's clock (an item's LastModifiedTime) may be behind ours,
+# and how many single items changed during a full read are fetched by id before the window is
+# listed again instead.
+CLOCK_SKEW = timedelta(minutes=15)
+MAX_UNLISTED = 500
 
 
 class CalendarSource(Protocol):
@@ -70,6 +76,62 @@ def overlaps(record: dict[str, Any], start: datetime, end: datetime) -> bool:
     return record["start"] < end and record["end"] > start
 
 
+def read_whole_window(
+    calendar: CalendarSource, window: tuple[datetime, datetime]
+) -> tuple[str | None, list[dict[str, Any]], list[str]]:
+    """The sync state of the whole folder and the window's index, for a full read.
+
+    The state must not be newer than what is read, or a change made in between is in the state
+    yet was never read, and no later run reports it. Taking the state first (SyncFolderItems
+    from nothing, 512 changes a request, one after another) and listing the window afterwards is
+    safe but adds the drain's round trips to every full read. A calendar that can
+    (``index_beside_drain``, EWS) lists the window while the state is drained, and the drain's
+    changes say what the list may have missed:
+
+    - every item the state holds was listed at that version when its change key is in the list
+      (an occurrence carries its master's change key: "the ChangeKey is the same for the
+      recurring master and all occurrences", EWS reference, OccurrenceItemIdType);
+    - an item the list does not show at that version either last changed before the run began
+      (it was outside the window then and still is at that version), or it changed during the
+      run: it is read after the drain, a single item by id, a series (whose occurrences only a
+      view shows) by listing the window again.
+
+    Bodies are fetched after this returns, so every record is at least as new as the state.
+
+    :return: the state, the index, and the ids of single items to read beside the index.
+    """
+    window_start, window_end = window
+    if not getattr(calendar, "index_beside_drain", False):
+        new_state, _ = drain_changes(calendar, None, window)
+        return new_state, calendar.read_index(window_start, window_end), []
+    calendar.prepare()  # account and folder built once, before two threads share them
+    began = datetime.now(UTC)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ewssync-drain") as pool:
+        drained = pool.submit(drain_changes, calendar, None, window)
+        index = calendar.read_index(window_start, window_end)
+        new_state, changes = drained.result()
+    listed = {entry["change_key"] for entry in index}
+    singles: list[str] = []
+    series = 0
+    for item_id, change in changes.items():
+        if change["kind"] not in ("create", "update") or change.get("change_key") in listed:
+            continue
+        modified = change.get("last_modified")
+        if modified is not None and modified < began - CLOCK_SKEW:
+            continue  # this version is older than the run: not in the window, and never was
+        if change.get("item_type") in (None, "Single"):
+            singles.append(item_id)
+        else:
+            series += 1
+    if series or len(singles) > MAX_UNLISTED:
+        log.info(
+            "%d series and %d items changed while the window was listed: listing it again",
+            series, len(singles),
+        )  # fmt: skip
+        return new_state, calendar.read_index(window_start, window_end), []
+    return new_state, index, singles
+
+
 def plan_run(
     calendar: CalendarSource,
     conn,
@@ -78,15 +140,15 @@ def plan_run(
     *,
     full_resync: bool = False,
 ) -> Plan:
-    """Decide what to read. The sync state is taken before the window is read, so a change made
-    while we read shows up again next run instead of being lost."""
+    """Decide what to read. The sync state is never newer than what is read (see
+    read_whole_window for a full read), so a change made while we read shows up again next run
+    instead of being lost."""
     window_start, window_end = window
     saved = store.get_sync_state(conn, conn_id)
     if full_resync or not saved or not saved["ews_sync_state"]:
-        new_state, _ = drain_changes(calendar, None, window)
-        index = calendar.read_index(window_start, window_end)
+        new_state, index, unseen = read_whole_window(calendar, window)
         expected = store.links_in_window(conn, conn_id, window_start, window_end)
-        seen = {entry["item_id"] for entry in index}
+        seen = {entry["item_id"] for entry in index} | set(unseen)
         return Plan(
             mode="full",
             sync_state=new_state,

@@ -134,12 +134,14 @@ def test_documented_calendar_items_read_the_same_both_ways(calendar, path):
 def test_documented_calendar_items_as_changes_read_the_same_both_ways(calendar, path):
     """No documented SyncFolderItems answer carries a calendar item (their changes are messages
     and a meeting request), so each documented <t:CalendarItem> is read as one: LeanChange reads
-    the same id, change key and type as exchangelib's CalendarItem (what its SyncFolderItems
+    the same id, change key, type and last-modified time as exchangelib's CalendarItem (what its SyncFolderItems
     builds for a <t:Create> or <t:Update> of one)."""
     for elem in xpath(path, ITEMS):
         ours = CalendarItem.from_xml(elem=copy.deepcopy(elem), account=calendar.account)
-        lean = LeanChange(copy.deepcopy(elem))
-        assert (lean.id, lean.changekey, lean.type) == (ours.id, ours.changekey, ours.type)
+        lean = LeanChange(copy.deepcopy(elem), Reader(calendar.account))
+        assert (lean.id, lean.changekey, lean.type, lean.last_modified_time) == (
+            ours.id, ours.changekey, ours.type, ours.last_modified_time
+        )
         assert lean.id == elem.find("t:ItemId", NS).get("Id")
         assert lean.type == elem.findtext("t:CalendarItemType", namespaces=NS)
 

@@ -74,7 +74,7 @@ FETCH_FIELDS = (
     "my_response_type", "organizer", STAMP_FIELD,
 )  # fmt: skip
 INDEX_FIELDS = ("id", "changekey", "type", "start", "end", "is_all_day", "ewssync_zone_name")
-SYNC_FIELDS = ("id", "changekey", "type")
+SYNC_FIELDS = ("id", "changekey", "type", "last_modified_time")
 
 # What GetItem / DeleteItem answer for an item that is no longer there: a deleted item, or an
 # occurrence deleted from its series (an occurrence id stays resolvable, so Exchange says why).
@@ -187,6 +187,11 @@ class EwsCalendar(EwsWriter):
     :param view_page_size: the most items one CalendarView asks for (Exchange caps it at 1000).
     """
 
+    # extract.read_whole_window may list the window while SyncFolderItems drains: both share
+    # exchangelib's pool of ``concurrency`` connections, and the drain reports each item's
+    # LastModifiedTime and change key (an occurrence's is its master's)
+    index_beside_drain = True
+
     def __init__(self, settings: SyncSettings, view_page_size: int = VIEW_PAGE_SIZE):
         self.settings = settings
         self.view_page_size = view_page_size
@@ -274,6 +279,10 @@ class EwsCalendar(EwsWriter):
                 ),
             )
         return self._calendar
+
+    def prepare(self) -> None:
+        """Build the account and the folder now (threads then share them; nothing is sent)."""
+        _ = self.calendar
 
     def probe(self) -> None:
         """One GetFolder of the calendar: server, credentials, mailbox and the permission to
@@ -444,7 +453,7 @@ class EwsCalendar(EwsWriter):
         """
         if self.settings.concurrency <= 1 or len(inputs) <= 1:
             return [work(value) for value in inputs]
-        _ = self.calendar  # account and folder built once, before the threads share them
+        self.prepare()  # account and folder built once, before the threads share them
         pool = ThreadPoolExecutor(
             max_workers=min(self.settings.concurrency, len(inputs)),
             thread_name_prefix=f"ews-{self.settings.conn_id}",
@@ -557,7 +566,7 @@ class EwsCalendar(EwsWriter):
         :param max_changes: changes per request (Exchange caps it at 512).
         :param window: ignored: SyncFolderItems reports the whole folder.
         :return: the new state, the changes (kind create|update|delete, item_id,
-            change_key, item_type) and whether all changes were read (always True: exchangelib
+            change_key, item_type, last_modified) and whether all changes were read (always True: exchangelib
             pages until the server says it has no more).
         """
         calendar = self.calendar
@@ -579,6 +588,7 @@ class EwsCalendar(EwsWriter):
                     "item_id": item.id,
                     "change_key": getattr(item, "changekey", None),
                     "item_type": getattr(item, "type", None),
+                    "last_modified": _utc(getattr(item, "last_modified_time", None)),
                 }
                 for kind, item in changes
                 # a read flag changes no content (exchangelib hands back an (ItemId, is_read) pair)
