@@ -823,6 +823,8 @@ def _utc(value: datetime | None) -> datetime | None:
     """A plain aware datetime in UTC (exchangelib's EWSDateTime subclass removed)."""
     if value is None:
         return None
+    if type(value) is datetime and value.tzinfo is UTC:
+        return value  # already one (what ews_lean reads)
     # EWSDateTime.astimezone() only takes EWSTimeZone; go through the POSIX timestamp instead.
     return datetime.fromtimestamp(value.timestamp(), UTC)
 
