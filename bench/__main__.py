@@ -433,7 +433,12 @@ def main() -> None:
     table = Table()
     figures = {
         "sync": bench_sync(
-            table, items, series, latencies, sample, concurrency,
+            table,
+            items,
+            series,
+            latencies,
+            sample,
+            concurrency,
             env_int("EWSSYNC_BENCH_SAMPLES", 3),
         ),  # fmt: skip
         "scale": bench_scale(table, scale_items, scale_items * 3 // 100, latencies[0])

@@ -140,7 +140,10 @@ def test_documented_calendar_items_as_changes_read_the_same_both_ways(calendar, 
         ours = CalendarItem.from_xml(elem=copy.deepcopy(elem), account=calendar.account)
         lean = LeanChange(copy.deepcopy(elem), Reader(calendar.account))
         assert (lean.id, lean.changekey, lean.type, lean.last_modified_time) == (
-            ours.id, ours.changekey, ours.type, ours.last_modified_time
+            ours.id,
+            ours.changekey,
+            ours.type,
+            ours.last_modified_time,
         )
         assert lean.id == elem.find("t:ItemId", NS).get("Id")
         assert lean.type == elem.findtext("t:CalendarItemType", namespaces=NS)

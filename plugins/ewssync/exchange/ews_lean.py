@@ -291,7 +291,8 @@ def _install() -> None:
             cached = _PAYLOADS.get(key)
             if cached is None or cached[0] is not additional_fields:
                 cached = _PAYLOADS[key] = (
-                    additional_fields, _original(self, [], additional_fields, shape)
+                    additional_fields,
+                    _original(self, [], additional_fields, shape),
                 )
             payload = copy.deepcopy(cached[1])
             ids = payload.find(_M_ITEM_IDS)
