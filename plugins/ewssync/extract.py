@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -21,6 +22,10 @@ MAX_SYNC_PAGES = 1000
 # listed again instead.
 CLOCK_SKEW = timedelta(minutes=15)
 MAX_UNLISTED = 500
+# read_whole_window: how often it looks for bodies it may read while the drain runs, and how
+# many it reads before it looks again
+EARLY_POLL_SECONDS = 0.02
+EARLY_BATCH = 800
 
 
 class CalendarSource(Protocol):
@@ -49,22 +54,30 @@ class Plan:
     gone: set[str] = field(default_factory=set)  # linked items Exchange reported deleted
     index_size: int = 0
     changes: int = 0
+    fetched: list[dict[str, Any]] = field(default_factory=list)  # bodies read while planning
+    missing: list[str] = field(default_factory=list)  # ids those reads found gone
 
 
 def drain_changes(
     calendar: CalendarSource,
     state: str | None,
     window: tuple[datetime, datetime] | None = None,
+    on_change: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[str | None, dict[str, dict[str, Any]]]:
     """Follow SyncFolderItems from ``state`` to the folder's current state.
 
     :param window: the run's window (Graph's delta is bound to one; EWS reads the whole folder).
+    :param on_change: called with each change as soon as its answer is read (EWS only; a change
+        may be reported again if a read is repeated after a failure).
 
     :return: the new state and the last change reported per item id.
     """
     changes: dict[str, dict[str, Any]] = {}
     for _ in range(MAX_SYNC_PAGES):
-        state, page, complete = calendar.sync_changes(state, window=window)
+        if on_change is None:
+            state, page, complete = calendar.sync_changes(state, window=window)
+        else:
+            state, page, complete = calendar.sync_changes(state, window=window, on_change=on_change)
         for change in page:
             changes[change["item_id"]] = change
         if complete:
@@ -76,17 +89,27 @@ def overlaps(record: dict[str, Any], start: datetime, end: datetime) -> bool:
     return record["start"] < end and record["end"] > start
 
 
-def read_whole_window(
-    calendar: CalendarSource, window: tuple[datetime, datetime]
-) -> tuple[str | None, list[dict[str, Any]], list[str]]:
+@dataclass
+class WindowRead:
+    """What read_whole_window found: the state, the window's index and the bodies read so far."""
+
+    sync_state: str | None
+    index: list[dict[str, Any]]
+    to_fetch: list[str]  # ids whose bodies are still to be read
+    fetched: list[dict[str, Any]] = field(default_factory=list)  # records already read
+    missing: list[str] = field(default_factory=list)  # ids those reads found gone
+
+
+def read_whole_window(calendar: CalendarSource, window: tuple[datetime, datetime]) -> WindowRead:
     """The sync state of the whole folder and the window's index, for a full read.
 
     The state must not be newer than what is read, or a change made in between is in the state
     yet was never read, and no later run reports it. Taking the state first (SyncFolderItems
     from nothing, 512 changes a request, one after another) and listing the window afterwards is
     safe but adds the drain's round trips to every full read. A calendar that can
-    (``index_beside_drain``, EWS) lists the window while the state is drained, and the drain's
-    changes say what the list may have missed:
+    (``index_beside_drain``, EWS) lists the window while the state is drained, and reads bodies
+    as soon as the drain has reported their version; the drain's changes then say what the
+    listing and those reads may have missed:
 
     - every item the state holds was listed at that version when its change key is in the list
       (an occurrence carries its master's change key: "the ChangeKey is the same for the
@@ -94,25 +117,54 @@ def read_whole_window(
     - an item the list does not show at that version either last changed before the run began
       (it was outside the window then and still is at that version), or it changed during the
       run: it is read after the drain, a single item by id, a series (whose occurrences only a
-      view shows) by listing the window again.
+      view shows) by listing the window again;
+    - a body read before the drain ended whose change key is not the one the state holds
+      changed after the drain reported it: a single item is read again, a series' occurrence
+      makes the window be listed again.
 
-    Bodies are fetched after this returns, so every record is at least as new as the state.
-
-    :return: the state, the index, and the ids of single items to read beside the index.
+    Every other body is read after the drain, so every record is at least as new as the state.
     """
     window_start, window_end = window
     if not getattr(calendar, "index_beside_drain", False):
         new_state, _ = drain_changes(calendar, None, window)
-        return new_state, calendar.read_index(window_start, window_end), []
+        index = calendar.read_index(window_start, window_end)
+        return WindowRead(new_state, index, [entry["item_id"] for entry in index])
     calendar.prepare()  # account and folder built once, before two threads share them
     began = datetime.now(UTC)
+    reported: set[str] = set()  # change keys the drain has reported so far
+
+    def note(change: dict[str, Any]) -> None:
+        if change.get("change_key"):
+            reported.add(change["change_key"])
+
+    early: dict[str, dict[str, Any]] = {}  # bodies read while the drain ran, by item id
+    early_missing: set[str] = set()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ewssync-drain") as pool:
-        drained = pool.submit(drain_changes, calendar, None, window)
+        drained = pool.submit(drain_changes, calendar, None, window, on_change=note)
         index = calendar.read_index(window_start, window_end)
+        waiting = index
+        while waiting and not drained.done():
+            # a batch a few requests deep: once the drain ends, what is left is read at once
+            ready = [entry for entry in waiting if entry["change_key"] in reported][:EARLY_BATCH]
+            if not ready:
+                wait([drained], timeout=EARLY_POLL_SECONDS)
+                continue
+            records, missing = calendar.fetch([entry["item_id"] for entry in ready])
+            early.update((record["item_id"], record) for record in records)
+            early_missing.update(missing)
+            taken = {entry["item_id"] for entry in ready}
+            waiting = [entry for entry in waiting if entry["item_id"] not in taken]
         new_state, changes = drained.result()
+
+    held = {
+        change["change_key"]
+        for change in changes.values()
+        if change["kind"] in ("create", "update")
+    }
+    stale = [record for record in early.values() if record["change_key"] not in held]
     listed = {entry["change_key"] for entry in index}
     singles: list[str] = []
-    series = 0
+    series = sum(record["item_type"] not in (None, "Single") for record in stale)
     for item_id, change in changes.items():
         if change["kind"] not in ("create", "update") or change.get("change_key") in listed:
             continue
@@ -125,11 +177,32 @@ def read_whole_window(
             series += 1
     if series or len(singles) > MAX_UNLISTED:
         log.info(
-            "%d series and %d items changed while the window was listed: listing it again",
+            "%d series and %d items changed while the window was read: listing it again",
             series, len(singles),
         )  # fmt: skip
-        return new_state, calendar.read_index(window_start, window_end), []
-    return new_state, index, singles
+        index = calendar.read_index(window_start, window_end)
+        current = {entry["item_id"]: entry["change_key"] for entry in index}
+        kept = [
+            record
+            for item_id, record in early.items()
+            if record["change_key"] in held and current.get(item_id) == record["change_key"]
+        ]
+        kept_ids = {record["item_id"] for record in kept}
+        return WindowRead(
+            new_state,
+            index,
+            [item_id for item_id in current if item_id not in kept_ids],
+            kept,
+            sorted(early_missing - set(current)),
+        )
+    stale_ids = {record["item_id"] for record in stale}
+    return WindowRead(
+        new_state,
+        index,
+        [entry["item_id"] for entry in waiting] + singles + sorted(stale_ids),
+        [record for item_id, record in early.items() if item_id not in stale_ids],
+        sorted(early_missing),
+    )
 
 
 def plan_run(
@@ -146,15 +219,22 @@ def plan_run(
     window_start, window_end = window
     saved = store.get_sync_state(conn, conn_id)
     if full_resync or not saved or not saved["ews_sync_state"]:
-        new_state, index, unseen = read_whole_window(calendar, window)
+        read = read_whole_window(calendar, window)
         expected = store.links_in_window(conn, conn_id, window_start, window_end)
-        seen = {entry["item_id"] for entry in index} | set(unseen)
+        seen = (
+            {entry["item_id"] for entry in read.index}
+            | set(read.to_fetch)
+            | {record["item_id"] for record in read.fetched}
+            | set(read.missing)
+        )
         return Plan(
             mode="full",
-            sync_state=new_state,
-            to_fetch=sorted(seen),
+            sync_state=read.sync_state,
+            to_fetch=sorted(set(read.to_fetch)),
             to_confirm=sorted(set(expected) - seen),
-            index_size=len(index),
+            index_size=len(read.index),
+            fetched=read.fetched,
+            missing=read.missing,
         )
 
     try:
@@ -269,8 +349,12 @@ def execute_plan(
     window_start, window_end = window
     records: list[dict[str, Any]] = []
     gone = set(plan.gone)
-    if plan.to_fetch:
-        fetched, missing = calendar.fetch(plan.to_fetch)
+    if plan.to_fetch or plan.fetched or plan.missing:
+        fetched, missing = calendar.fetch(plan.to_fetch) if plan.to_fetch else ([], [])
+        if plan.fetched or plan.missing:
+            # in item id order, as one fetch of every id would give them
+            fetched = sorted([*plan.fetched, *fetched], key=lambda record: record["item_id"])
+            missing = [*plan.missing, *missing]
         linked = store.links_by_item(conn, conn_id, [r["item_id"] for r in fetched])
         # New items outside the window are not ours (yet); linked ones moved and are updated.
         records.extend(

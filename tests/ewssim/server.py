@@ -293,6 +293,7 @@ class EwsSimulator(ServedOverHttp):
         self._lock = threading.Lock()
         self._faults: list[dict] = []
         self._hooks: list[dict] = []  # on(): actions run around chosen requests
+        self.sync_page_cap = 0  # the most changes one SyncFolderItems page holds (0: as asked)
         self.sign_in = SignIn(self)  # Basic unless told otherwise (signin.py)
 
     # --- control API ----------------------------------------------------------------------
@@ -385,21 +386,26 @@ class EwsSimulator(ServedOverHttp):
         with self._lock:
             self._faults.clear()
 
-    def on(self, operation: str, action, *, when: str = "before", count: int = 1) -> None:
+    def on(
+        self, operation: str, action, *, when: str = "before", count: int = 1, skip: int = 0
+    ) -> None:
         """Call ``action()`` in the handler's thread before (or after) the next ``count``
-        requests of ``operation`` are answered: a test's way to change the mailbox at a chosen
-        moment of a client's run, as a user would."""
+        requests of ``operation`` are answered, after ``skip`` more of them: a test's way to
+        change the mailbox at a chosen moment of a client's run, as a user would."""
         if when not in ("before", "after"):
             raise ValueError(f"when is 'before' or 'after', not {when!r}")
         with self._lock:
             self._hooks.append({"operation": operation, "when": when, "left": count,
-                                "action": action})  # fmt: skip
+                                "skip": skip, "action": action})  # fmt: skip
 
     def _run_hooks(self, operation: str, when: str) -> None:
         with self._lock:
             due = []
             for hook in self._hooks:
                 if hook["left"] > 0 and hook["operation"] == operation and hook["when"] == when:
+                    if hook["skip"] > 0:
+                        hook["skip"] -= 1
+                        continue
                     hook["left"] -= 1
                     due.append(hook["action"])
         for action in due:  # outside the lock: an action may wait for another request
@@ -684,6 +690,8 @@ class EwsSimulator(ServedOverHttp):
                     _ERROR_EXTRAS["SyncFolderItems"],
                 )  # fmt: skip
         maximum = int(request.findtext("m:MaxChangesReturned", "512", NS))
+        if self.sync_page_cap:  # a server that hands out fewer changes a page than asked
+            maximum = min(maximum, self.sync_page_cap)
         changes, current = mailbox.changes_since(since)
         page, last = changes[:maximum], len(changes) <= maximum
         if not last:  # the state after the page: the last change of the page's last item

@@ -85,7 +85,9 @@ def test_a_series_created_meanwhile_lands_with_its_occurrences(sim, pg_dsn, user
     between_list_and_drain(
         sim,
         lambda: mb.create(
-            subject="Daily standup", start=at(27, 8), end=at(27, 8, 15),
+            subject="Daily standup",
+            start=at(27, 8),
+            end=at(27, 8, 15),
             recurrence={"pattern": "daily", "interval": 1, "count": 3},
         ),  # fmt: skip
     )
@@ -144,3 +146,57 @@ def test_one_request_slot_still_reads_everything(sim, pg_dsn, users):  # noqa: F
     calendar = open_calendar(settings)
     pipeline.extract(settings, pg_dsn, calendar, "r1", NOW)
     assert len(staged_titles(pg_dsn, "r1")) == 20
+
+
+# --- bodies read while the drain still runs ------------------------------------------------------
+
+
+def after_an_early_read(sim, change) -> list[bool]:
+    """The drain hands out five changes a page; ``change()`` runs before its second page is
+    answered, once a GetItem was answered (a body read while the drain ran). The returned list
+    tells whether that GetItem came first."""
+    sim.sync_page_cap = 5
+    read = threading.Event()
+    sim.on("GetItem", read.set, when="after")
+    came_first: list[bool] = []
+
+    def then_change():
+        came_first.append(read.wait(5))
+        change()
+
+    sim.on("SyncFolderItems", then_change, skip=1)
+    return came_first
+
+
+def test_a_body_read_early_and_changed_before_the_drain_ended_is_read_again(sim, pg_dsn, users):  # noqa: F811
+    mb = sim.mailbox(MAILBOX)
+    add_twenty_jobs(mb)  # "Job 00" is in the drain's first page
+    first = next(item.item_id for item in mb.items() if item.subject == "Job 00")
+    came_first = after_an_early_read(sim, lambda: mb.update(first, subject="Job 00 (edited)"))
+    sync(settings_for(sim), pg_dsn, "r1")
+    assert came_first == [True]
+    titles = live(pg_dsn)
+    assert "Job 00 (edited)" in titles and "Job 00" not in titles
+    # nothing is left for the next run either
+    sync(settings_for(sim), pg_dsn, "r2", NOW + timedelta(minutes=30))
+    assert live(pg_dsn) == titles
+
+
+def test_an_occurrence_read_early_whose_series_changed_before_the_drain_ended(sim, pg_dsn, users):  # noqa: F811
+    mb = sim.mailbox(MAILBOX)
+    master = mb.create(subject="Daily standup", start=at(26, 8), end=at(26, 8, 15),
+                       recurrence={"pattern": "daily", "interval": 1, "count": 3})  # fmt: skip
+    add_twenty_jobs(mb)
+    came_first = after_an_early_read(
+        sim,
+        lambda: mb.modify_occurrence(
+            master, at(27, 8), subject="Standup (moved)", start=at(27, 9), end=at(27, 9, 15)
+        ),  # fmt: skip
+    )
+    sim.reset_counters()
+    sync(settings_for(sim), pg_dsn, "r1")
+    assert came_first == [True]
+    titles = live(pg_dsn)
+    assert titles.count("Daily standup") == 2 and "Standup (moved)" in titles
+    # the occurrences read early carried the series' old change key: the window was listed again
+    assert sim.request_counts["FindItem"] == 2

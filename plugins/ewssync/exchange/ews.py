@@ -559,41 +559,46 @@ class EwsCalendar(EwsWriter):
         state: str | None,
         max_changes: int = 512,
         window: tuple[datetime, datetime] | None = None,
+        on_change=None,
     ) -> tuple[str, list[dict[str, Any]], bool]:
         """Changes since ``state`` (SyncFolderItems, ids and types only).
 
         :param state: the sync state of the last call, or None for everything.
         :param max_changes: changes per request (Exchange caps it at 512).
         :param window: ignored: SyncFolderItems reports the whole folder.
+        :param on_change: called with each change as soon as its page is read (before the
+            next page is asked for); a retried read reports its changes again.
         :return: the new state, the changes (kind create|update|delete, item_id,
-            change_key, item_type, last_modified) and whether all changes were read (always True: exchangelib
-            pages until the server says it has no more).
+            change_key, item_type, last_modified) and whether all changes were read (always
+            True: exchangelib pages until the server says it has no more).
         """
         calendar = self.calendar
 
         def read() -> list[dict[str, Any]]:
             # from the given state every time: a retry after a dropped answer repeats the read
             calendar.item_sync_state = state
+            changes = []
             with self._reading():
-                changes = list(
-                    calendar.sync_items(
-                        sync_state=state,
-                        only_fields=list(SYNC_FIELDS),
-                        max_changes_returned=max_changes,
-                    )
-                )
-            return [
-                {
-                    "kind": kind,
-                    "item_id": item.id,
-                    "change_key": getattr(item, "changekey", None),
-                    "item_type": getattr(item, "type", None),
-                    "last_modified": _utc(getattr(item, "last_modified_time", None)),
-                }
-                for kind, item in changes
-                # a read flag changes no content (exchangelib hands back an (ItemId, is_read) pair)
-                if kind != "read_flag_change"
-            ]
+                for kind, item in calendar.sync_items(
+                    sync_state=state,
+                    only_fields=list(SYNC_FIELDS),
+                    max_changes_returned=max_changes,
+                ):
+                    if kind == "read_flag_change":
+                        # a read flag changes no content (exchangelib hands back an
+                        # (ItemId, is_read) pair)
+                        continue
+                    change = {
+                        "kind": kind,
+                        "item_id": item.id,
+                        "change_key": getattr(item, "changekey", None),
+                        "item_type": getattr(item, "type", None),
+                        "last_modified": _utc(getattr(item, "last_modified_time", None)),
+                    }
+                    changes.append(change)
+                    if on_change is not None:
+                        on_change(change)
+            return changes
 
         try:
             changes = self._retrying(read)  # a read like the others: same retries
