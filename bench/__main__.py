@@ -3,7 +3,7 @@
 Environment: EWSSYNC_BENCH_ITEMS (default 10000), EWSSYNC_BENCH_SERIES (300),
 EWSSYNC_BENCH_LATENCIES (seconds per EWS request, comma-separated, default "0.02,0.1"),
 EWSSYNC_BENCH_CONCURRENCY (the connection's concurrency setting; default: the setting's default),
-EWSSYNC_BENCH_SAMPLES (initial syncs per latency, the median counts; default 3),
+EWSSYNC_BENCH_SAMPLES (initial syncs per latency, the median counts; default 5),
 EWSSYNC_BENCH_SCALE_ITEMS (the peak-memory mailbox, default 50000; 0 skips it),
 EWSSYNC_BENCH_CONNECTIONS (500), EWSSYNC_BENCH_MERGE_ROWS (100000),
 EWSSYNC_BENCH_BASELINE_SAMPLE (200), EWSSYNC_BENCH_PUSH_NEW (1000), EWSSYNC_BENCH_PUSH_CHANGED (100),
@@ -108,7 +108,7 @@ class Table:
 
 def bench_sync(
     table: Table, items: int, series: int, latencies: list[float], sample: int,
-    concurrency: int | None, samples: int = 3,
+    concurrency: int | None, samples: int = 5,
 ) -> dict:  # fmt: skip
     """The initial sync at each latency (``samples`` times, a fresh database each; the median
     run counts), then at the first latency the no-change run and 100 changes; the naive
@@ -439,7 +439,7 @@ def main() -> None:
             latencies,
             sample,
             concurrency,
-            env_int("EWSSYNC_BENCH_SAMPLES", 3),
+            env_int("EWSSYNC_BENCH_SAMPLES", 5),
         ),  # fmt: skip
         "scale": bench_scale(table, scale_items, scale_items * 3 // 100, latencies[0])
         if scale_items
