@@ -1,9 +1,12 @@
-"""A full read lists the window while SyncFolderItems drains the folder's state
-(extract.read_whole_window): what changes in between is read in the same run, never lost.
+"""A full read lists the window while SyncFolderItems drains the folder's state, and reads
+bodies while the drain still runs (extract.read_whole_window): what changes in between is read
+in the same run, never lost.
 
 The simulator changes the mailbox at a chosen moment, as a user would: after the window's list
 (FindItem) was answered and before the drain's answer, so the list misses what the drain's sync
-state already holds. Each test fails if the run trusts that list as it is.
+state already holds; or after a body was read early and before the drain's next page, so that
+body is older than the state. The creation, move-in, new-series and early-read tests fail if
+the run trusts the list or those bodies as they are.
 """
 
 from __future__ import annotations
