@@ -107,12 +107,17 @@ def own_mailbox(stack, api):
 
 
 def test_add_test_and_run_a_connection_in_the_browser(stack, api, browser, own_mailbox):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
+    # the UI re-renders while it polls the API: an element found a moment ago may be replaced
+    # before it is read; the wait then simply looks again
+    rerendered = (StaleElementReferenceException,)
+
     driver, shots = browser
-    wait = WebDriverWait(driver, 60)
+    wait = WebDriverWait(driver, 60, ignored_exceptions=rerendered)
 
     def css(selector: str, root=None):
         return (root or driver).find_element(By.CSS_SELECTOR, selector)
@@ -239,7 +244,7 @@ def test_add_test_and_run_a_connection_in_the_browser(stack, api, browser, own_m
 
     # 5. the run page follows the run until it ends: Success
     badge = "[data-testid=header-card] [data-testid=state-badge]"
-    WebDriverWait(driver, 420, poll_frequency=3).until(
+    WebDriverWait(driver, 420, poll_frequency=3, ignored_exceptions=rerendered).until(
         lambda d: (
             d.find_elements(By.CSS_SELECTOR, badge)
             and d.find_element(By.CSS_SELECTOR, badge).text.strip() in ("Success", "Failed")
